@@ -1,0 +1,34 @@
+"""Causal multi-head self-attention on ``scaled_dot_product_attention`` (flash on GPU).
+
+Shape legend: B batch, T position, D d_model, H heads, K head size (D / H).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from motlab.layers.init import trunc_normal_fan_in_
+
+
+class CausalSelfAttention(nn.Module):
+    """Pre-norm is applied by the block; no projection biases (METHOD.md §1)."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+        trunc_normal_fan_in_(self.qkv.weight, fan_in=d_model)
+        trunc_normal_fan_in_(self.proj.weight, fan_in=d_model)
+
+    def forward(self, x_BTD: Tensor) -> Tensor:
+        B, T, D = x_BTD.shape
+        H = self.n_heads
+        q_BTHK, k_BTHK, v_BTHK = self.qkv(x_BTD).view(B, T, 3, H, D // H).unbind(dim=2)
+        y_BHTK = F.scaled_dot_product_attention(
+            q_BTHK.transpose(1, 2), k_BTHK.transpose(1, 2), v_BTHK.transpose(1, 2), is_causal=True
+        )
+        return self.proj(y_BHTK.transpose(1, 2).reshape(B, T, D))

@@ -1,0 +1,49 @@
+"""The expert weights shared by every routed variant.
+
+Shape legend: D d_model, E experts, F expert hidden size, M tokens (or mixed tokens) per expert.
+
+MoT, token choice and expert choice all own one :class:`Experts` module with the same three
+tensors, ``router`` (D, E), ``w1`` (E, D, F) and ``w2`` (E, F, D). Because the layout and the
+parameter names are identical, a MoT checkpoint becomes a token-choice model by loading the same
+state dict into a different routing layer (transition tuning, METHOD.md §5) — no reshaping.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from motlab.layers.init import trunc_normal_fan_in_
+
+
+class Experts(nn.Module):
+    """E independent ReLU feed-forward networks plus the router that scores them.
+
+    The router lives here, not in the routing layers, so that all routed variants share one
+    state-dict layout. Routing layers decide *which* inputs each expert sees; this module only
+    computes ``W2[e] · ReLU(W1[e] · x_e)`` for all experts in one batched matmul (no loop).
+    """
+
+    def __init__(self, d_model: int, n_experts: int, d_expert: int) -> None:
+        super().__init__()
+        self.d_model, self.n_experts, self.d_expert = d_model, n_experts, d_expert
+        self.router = nn.Parameter(torch.empty(d_model, n_experts))  # (D, E)
+        self.w1 = nn.Parameter(torch.empty(n_experts, d_model, d_expert))  # (E, D, F)
+        self.w2 = nn.Parameter(torch.empty(n_experts, d_expert, d_model))  # (E, F, D)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        trunc_normal_fan_in_(self.router, fan_in=self.d_model)
+        trunc_normal_fan_in_(self.w1, fan_in=self.d_model)
+        trunc_normal_fan_in_(self.w2, fan_in=self.d_expert)
+
+    def router_logits(self, x_ND: Tensor) -> Tensor:
+        """Router logits in fp32, as routing is precision-sensitive: (..., D) → (..., E)."""
+        with torch.autocast(device_type=x_ND.device.type, enabled=False):
+            return x_ND.float() @ self.router.float()
+
+    def forward(self, x_EMD: Tensor) -> Tensor:
+        """Apply expert e to row block e: (E, M, D) → (E, M, D)."""
+        h_EMF = F.relu(torch.bmm(x_EMD, self.w1))  # bmm follows autocast (bf16 on GPU)
+        return torch.bmm(h_EMF, self.w2)

@@ -1,0 +1,138 @@
+"""Token-choice (Switch-style) mixture of experts (METHOD.md §3).
+
+Shape legend: B batch, T position, D d_model, E experts, F expert hidden size, K top-k,
+N = B·T tokens, C capacity per expert, S = N·K routing assignments.
+
+Each token picks its top-k experts; each expert takes at most C assignments; the rest are dropped
+(the token keeps only its residual). Capacity is filled **position-major**: all assignments at
+position 0 (every sequence), then position 1, and so on. In the usual batch-major order a late
+position of one sequence can take the slot of an early position of another — a causality leak
+(its output would change when a future token changes). Position-major order makes an
+assignment's fate depend only on positions ≤ its own.
+
+Dispatch is sort-based into a padded (E, C, D) buffer and one batched matmul: no one-hot
+cumulative sum over all tokens and no loop over experts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from motlab.layers.aux import Aux
+from motlab.layers.experts import Experts
+
+
+@dataclass
+class TokenChoiceConfig:
+    """Token choice with capacity. FLOP-matched top-1 uses expert size F = d_ff."""
+
+    variant: Literal["token_choice"] = "token_choice"
+    """Registry name of this variant."""
+    n_experts: int = 32
+    """E: number of experts."""
+    top_k: int = 1
+    """K: experts per token (1 in the paper)."""
+    capacity_factor: float | None = 1.25
+    """C = int(capacity_factor · N · K / E); ``None`` = no capacity limit (nothing dropped)."""
+    d_expert: int | None = None
+    """F: expert hidden size; ``None`` = d_ff / top_k (FLOP-matched)."""
+    load_balancing_weight: float = 0.01
+    """α of the Switch load-balancing loss."""
+    z_loss_weight: float = 0.0
+    """Weight of the router z-loss mean(logsumexp(logits)²); 0 = off (the paper's setting)."""
+
+    def expert_size(self, d_ff: int) -> int:
+        if self.d_expert is not None:
+            return self.d_expert
+        if d_ff % self.top_k:
+            raise ValueError(f"token choice: top_k ({self.top_k}) must divide d_ff ({d_ff})")
+        return d_ff // self.top_k
+
+
+class TokenChoice(nn.Module):
+    """Top-k token-choice routing with capacity: x (B, T, D) → (B, T, D)."""
+
+    def __init__(self, d_model: int, d_ff: int, cfg: TokenChoiceConfig) -> None:
+        super().__init__()
+        if not 1 <= cfg.top_k <= cfg.n_experts:
+            raise ValueError(f"token choice needs 1 <= top_k <= n_experts, got {cfg.top_k}")
+        self.cfg = cfg
+        self.experts = Experts(d_model, cfg.n_experts, cfg.expert_size(d_ff))
+
+    def capacity(self, n_tokens: int) -> int:
+        E, K = self.experts.n_experts, self.cfg.top_k
+        if self.cfg.capacity_factor is None:
+            return n_tokens * K
+        return max(1, int(self.cfg.capacity_factor * n_tokens * K / E))
+
+    def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        B, T, D = x_BTD.shape
+        E, K = self.experts.n_experts, self.cfg.top_k
+        N = B * T
+        # Position-major token order: row index = t * B + b.
+        x_ND = x_BTD.transpose(0, 1).reshape(N, D)
+
+        logits_NE = self.experts.router_logits(x_ND)  # fp32
+        probs_NE = torch.softmax(logits_NE, dim=-1)
+        gate_NK, expert_NK = probs_NE.topk(K, dim=-1)
+
+        C = self.capacity(N)
+        # Assignments in fill order (t, b, k): flatten keeps position-major priority.
+        expert_S = expert_NK.reshape(-1)
+        token_S = torch.arange(N, device=x_BTD.device).repeat_interleave(K)
+        slot_S, kept_S = _slots_in_fill_order(expert_S, E, C)
+
+        # Dispatch into a padded (E·C + 1, D) buffer; the extra last row absorbs drops (kept
+        # slots are unique, so index_add only ever sums into that discarded row).
+        buffer_MD = x_ND.new_zeros(E * C + 1, D).index_add(0, slot_S, x_ND[token_S])
+        y_ECD = self.experts(buffer_MD[:-1].view(E, C, D))
+        y_MD = torch.cat([y_ECD.reshape(E * C, D), y_ECD.new_zeros(1, D)])
+
+        gate_S = (gate_NK.reshape(-1) * kept_S).to(y_MD.dtype)
+        out_ND = torch.zeros(N, D, dtype=y_MD.dtype, device=x_BTD.device)
+        out_ND = out_ND.index_add(0, token_S, y_MD[slot_S] * gate_S[:, None])
+        out_BTD = out_ND.view(T, B, D).transpose(0, 1).to(x_BTD.dtype)
+        return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_S)
+
+    def _aux(self, logits_NE: Tensor, probs_NE: Tensor, expert_NK: Tensor, kept_S: Tensor) -> Aux:
+        E = self.experts.n_experts
+        # Switch load balancing: E · Σ_e mean_t p[t, e] · frac_e, frac_e counted before drops
+        # over every token's top choice.
+        top1_frac_E = torch.bincount(expert_NK[:, 0], minlength=E).float() / expert_NK.shape[0]
+        lb_loss = E * (probs_NE.mean(dim=0) * top1_frac_E).sum()
+        z_loss = torch.logsumexp(logits_NE, dim=-1).pow(2).mean()
+        losses = {"load_balancing_loss": self.cfg.load_balancing_weight * lb_loss}
+        if self.cfg.z_loss_weight > 0:
+            losses["z_loss"] = self.cfg.z_loss_weight * z_loss
+        kept_E = torch.zeros(E, device=kept_S.device).index_add(
+            0, expert_NK.reshape(-1), kept_S.float()
+        )
+        stats = {
+            "load_balancing": lb_loss.detach(),
+            "z_loss": z_loss.detach(),
+            "dropped_fraction": 1.0 - kept_S.float().mean(),
+            "tokens_per_expert": kept_E,
+        }
+        return Aux(losses=losses, stats=stats)
+
+
+def _slots_in_fill_order(expert_S: Tensor, n_experts: int, capacity: int) -> tuple[Tensor, Tensor]:
+    """Slot of each assignment in the (E·C + 1) buffer, and whether it was kept.
+
+    The i-th assignment routed to expert e (in the given order) gets rank i within e; ranks
+    below ``capacity`` get slot ``e · C + rank``, the rest the overflow slot ``E · C``. A stable
+    sort by expert gives the ranks without a one-hot (S, E) cumulative sum.
+    """
+    S = expert_S.shape[0]
+    sorted_expert_S, order_S = torch.sort(expert_S, stable=True)
+    count_E = torch.bincount(expert_S, minlength=n_experts)
+    start_E = torch.cumsum(count_E, dim=0) - count_E
+    rank_sorted_S = torch.arange(S, device=expert_S.device) - start_E[sorted_expert_S]
+    rank_S = torch.empty_like(rank_sorted_S).scatter_(0, order_S, rank_sorted_S)
+    kept_S = rank_S < capacity
+    slot_S = torch.where(kept_S, expert_S * capacity + rank_S, n_experts * capacity)
+    return slot_S, kept_S

@@ -1,0 +1,41 @@
+"""Shared test fixtures: the offline C4 sample and GPT-2 tokenizer that sit beside the checkout.
+
+Tests never touch the network: the Hugging Face hub is switched off before any test imports
+`datasets`. Point ``MOTLAB_DATA`` / ``MOTLAB_TOKENIZER`` elsewhere to use other local copies.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def _required(env: str, default: Path) -> Path:
+    path = Path(os.environ.get(env, default))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"test resource {path} not found; set {env} to a local copy "
+            "(see README, 'Running offline')"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def c4_dir() -> Path:
+    """Directory in C4's layout: ``en/c4-train.*.json.gz`` and ``en/c4-validation.*.json.gz``."""
+    return _required("MOTLAB_DATA", SHARED / "data")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path() -> Path:
+    """GPT-2's ``tokenizer.json``."""
+    return _required("MOTLAB_TOKENIZER", SHARED / "tokenizers" / "gpt2" / "tokenizer.json")
