@@ -64,7 +64,8 @@ class GPTConfig:
         if missing:
             raise ValueError(f"GPTConfig needs {missing}: set them or choose a size preset")
         self.ffn = ffn_config(self.ffn)
-        self.routed_blocks()  # validate placement early
+        if self.routed_blocks() and hasattr(self.ffn, "validate"):
+            self.ffn.validate(self.d_ff)  # e.g. FLOP matching needs E | G·d_ff
 
     def routed_blocks(self) -> list[int]:
         """Indices of the blocks whose feed-forward is ``ffn``; the others are dense."""

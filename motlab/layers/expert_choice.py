@@ -47,6 +47,11 @@ class ExpertChoiceConfig:
             )
         return c
 
+    def validate(self, d_ff: int) -> None:
+        """Raise early, at config time, if the sizes don't fit together."""
+        self.tokens_per_expert()
+        self.expert_size(d_ff)
+
     def expert_size(self, d_ff: int) -> int:
         if self.d_expert is not None:
             return self.d_expert

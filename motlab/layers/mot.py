@@ -42,6 +42,10 @@ class MoTConfig:
     discrete: bool = False
     """Argmax routing (τ → 0): each expert takes exactly one token of its group, weight 1."""
 
+    def validate(self, d_ff: int) -> None:
+        """Raise early, at config time, if the sizes don't fit together."""
+        self.expert_size(d_ff)
+
     def expert_size(self, d_ff: int) -> int:
         if self.d_expert is not None:
             return self.d_expert

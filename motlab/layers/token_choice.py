@@ -45,6 +45,10 @@ class TokenChoiceConfig:
     z_loss_weight: float = 0.0
     """Weight of the router z-loss mean(logsumexp(logits)²); 0 = off (the paper's setting)."""
 
+    def validate(self, d_ff: int) -> None:
+        """Raise early, at config time, if the sizes don't fit together."""
+        self.expert_size(d_ff)
+
     def expert_size(self, d_ff: int) -> int:
         if self.d_expert is not None:
             return self.d_expert

@@ -1,0 +1,81 @@
+"""Mixture of Tokens invariants (METHOD.md §2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motlab.layers import MoT, MoTConfig
+
+D, D_FF, T = 8, 16, 3
+
+
+def _mot(**kw) -> MoT:
+    torch.manual_seed(0)
+    return MoT(D, D_FF, MoTConfig(**{"group_size": 4, "n_experts": 4, **kw}))
+
+
+def test_merge_weights_sum_to_one_over_the_group() -> None:
+    mot = _mot()
+    w, _ = mot.merge_weights(torch.randn(2, 4, T, D))
+    assert w.shape == (2, 4, T, 4)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(2, T, 4))
+
+
+def test_discrete_mode_routes_one_token_per_expert_per_group() -> None:
+    mot = _mot(discrete=True)
+    x = torch.randn(8, T, D)
+    w, logits = mot.merge_weights(x.view(2, 4, T, D))
+    assert set(w.unique().tolist()) == {0.0, 1.0}
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(2, T, 4))
+    assert torch.equal(w.argmax(dim=1), logits.argmax(dim=1))
+    # Each expert's output goes back to its one chosen token with weight 1.
+    out, _ = mot(x)
+    chosen = w.argmax(dim=1)  # (n, T, E)
+    expected = torch.zeros_like(out).view(2, 4, T, D)
+    xg = x.view(2, 4, T, D)
+    for n in range(2):
+        for t in range(T):
+            for e in range(4):
+                g = chosen[n, t, e]
+                y_e = mot.experts(xg[n, g, t].expand(4, 1, D).contiguous())[e, 0]
+                expected[n, g, t] += y_e
+    torch.testing.assert_close(out, expected.view(8, T, D))
+
+
+def test_temperature_sharpens_and_can_be_learned() -> None:
+    x = torch.randn(4, T, D)
+    hot = _mot(temperature=10.0)
+    cold = _mot(temperature=0.1)
+    _, aux_hot = hot(x)
+    _, aux_cold = cold(x)
+    assert aux_hot.stats["merge_entropy"] > aux_cold.stats["merge_entropy"]
+    learn = _mot(learnable_temperature=True)
+    out, aux = learn(x)
+    out.sum().backward()
+    assert learn.log_temperature.grad is not None
+    assert aux.stats["temperature"] == pytest.approx(1.0)
+
+
+def test_flop_matched_expert_size() -> None:
+    assert MoTConfig(group_size=32, n_experts=32).expert_size(2048) == 2048
+    assert MoTConfig(group_size=32, n_experts=512).expert_size(2048) == 128
+    assert MoTConfig(group_size=32, n_experts=512, d_expert=64).expert_size(2048) == 64
+
+
+def test_experts_must_divide_group_times_dff() -> None:
+    with pytest.raises(ValueError, match="n_experts \\(3\\) to divide group_size \\* d_ff"):
+        MoT(D, 10, MoTConfig(group_size=2, n_experts=3))
+
+
+def test_batch_not_a_multiple_of_group_size_names_it() -> None:
+    with pytest.raises(ValueError, match="group_size=4"):
+        _mot()(torch.randn(6, T, D))
+
+
+def test_entropy_is_normalised() -> None:
+    mot = _mot()
+    with torch.no_grad():
+        mot.experts.router.zero_()  # uniform merge weights
+    _, aux = mot(torch.randn(4, T, D))
+    assert aux.stats["merge_entropy"] == pytest.approx(1.0, abs=1e-5)

@@ -1,0 +1,87 @@
+"""Token choice: capacity, drops, the Switch load-balancing loss (METHOD.md §3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motlab.layers import TokenChoice, TokenChoiceConfig
+
+D, D_FF = 4, 8
+
+
+def _tc(**kw) -> TokenChoice:
+    torch.manual_seed(0)
+    return TokenChoice(D, D_FF, TokenChoiceConfig(**{"n_experts": 2, **kw}))
+
+
+def _force_routing(tc: TokenChoice) -> None:
+    """Router that sends a token to expert 0 iff its first feature is positive."""
+    with torch.no_grad():
+        tc.experts.router.zero_()
+        tc.experts.router[0, 0] = 5.0
+        tc.experts.router[0, 1] = -5.0
+
+
+def test_capacity_is_respected_and_drops_reported() -> None:
+    tc = _tc(capacity_factor=1.0)  # C = int(1.0 * 8 * 1 / 2) = 4
+    _force_routing(tc)
+    x = torch.randn(2, 4, D)
+    x[..., 0] = 1.0  # all 8 tokens want expert 0
+    out, aux = tc(x)
+    assert tc.capacity(8) == 4
+    assert aux.stats["tokens_per_expert"].tolist() == [4.0, 0.0]
+    assert aux.stats["dropped_fraction"].item() == pytest.approx(0.5)
+    # Position-major filling: positions 0 and 1 of both sequences are kept, 2 and 3 dropped.
+    kept = out.abs().sum(-1) > 0
+    assert kept.tolist() == [[True, True, False, False], [True, True, False, False]]
+
+
+def test_output_is_scaled_by_gate_probability() -> None:
+    tc = _tc(capacity_factor=None)
+    x = torch.randn(3, 2, D)
+    out, _ = tc(x)
+    probs = torch.softmax(x @ tc.experts.router, dim=-1)
+    gate, idx = probs.max(-1)
+    for b in range(3):
+        for t in range(2):
+            e = idx[b, t]
+            y = tc.experts(x[b, t].expand(2, 1, D).contiguous())[e, 0]
+            torch.testing.assert_close(out[b, t], gate[b, t] * y)
+
+
+def test_load_balancing_loss_matches_switch_formula_by_hand() -> None:
+    tc = _tc(capacity_factor=None, load_balancing_weight=0.01)
+    with torch.no_grad():
+        tc.experts.router.zero_()
+        tc.experts.router[0, 0] = 1.0  # logits = (x0, 0)
+    # Four tokens with first features ln 3, ln 3, ln 3, -ln 3 → p0 = 3/4, 3/4, 3/4, 1/4.
+    x = torch.zeros(1, 4, D)
+    x[0, :, 0] = torch.tensor([3.0, 3.0, 3.0, 1 / 3]).log()
+    _, aux = tc(x)
+    mean_p = [(0.75 * 3 + 0.25) / 4, (0.25 * 3 + 0.75) / 4]  # 0.625, 0.375
+    frac = [3 / 4, 1 / 4]
+    expected = 2 * (mean_p[0] * frac[0] + mean_p[1] * frac[1])  # E · Σ p̄_e f_e = 1.125
+    assert aux.stats["load_balancing"].item() == pytest.approx(expected)
+    assert aux.losses["load_balancing_loss"].item() == pytest.approx(0.01 * expected)
+
+
+def test_z_loss_is_optional() -> None:
+    x = torch.randn(2, 3, D)
+    assert "z_loss" not in _tc()(x)[1].losses
+    _, aux = _tc(z_loss_weight=1e-3)(x)
+    logits = x.reshape(-1, D) @ _tc().experts.router
+    expected = torch.logsumexp(logits, -1).pow(2).mean() * 1e-3
+    assert aux.losses["z_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_top2_routes_each_token_to_two_experts() -> None:
+    tc = TokenChoice(D, D_FF, TokenChoiceConfig(n_experts=3, top_k=2, capacity_factor=None))
+    _, aux = tc(torch.randn(2, 5, D))
+    assert aux.stats["tokens_per_expert"].sum().item() == 20
+    assert aux.stats["dropped_fraction"].item() == 0
+
+
+def test_bad_top_k() -> None:
+    with pytest.raises(ValueError, match="top_k"):
+        _tc(top_k=3)
