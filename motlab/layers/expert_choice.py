@@ -101,7 +101,8 @@ class ExpertChoice(nn.Module):
 
     @torch.no_grad()
     def _stats(self, gate_M: Tensor, rows_M: Tensor, n_tokens: int) -> dict[str, Tensor]:
-        experts_per_token = torch.bincount(rows_M, minlength=n_tokens).float()
+        ones_M = torch.ones_like(rows_M, dtype=torch.float)
+        experts_per_token = torch.zeros(n_tokens, device=rows_M.device).index_add(0, rows_M, ones_M)
         return {
             "gate_mean": gate_M.float().mean(),
             "gate_std": gate_M.float().std(),

@@ -106,7 +106,7 @@ class TokenChoice(nn.Module):
         E = self.experts.n_experts
         # Switch load balancing: E · Σ_e mean_t p[t, e] · frac_e, frac_e counted before drops
         # over every token's top choice.
-        top1_frac_E = torch.bincount(expert_NK[:, 0], minlength=E).float() / expert_NK.shape[0]
+        top1_frac_E = _count(expert_NK[:, 0], E) / expert_NK.shape[0]
         lb_loss = E * (probs_NE.mean(dim=0) * top1_frac_E).sum()
         z_loss = torch.logsumexp(logits_NE, dim=-1).pow(2).mean()
         losses = {"load_balancing_loss": self.cfg.load_balancing_weight * lb_loss}
@@ -133,10 +133,17 @@ def _slots_in_fill_order(expert_S: Tensor, n_experts: int, capacity: int) -> tup
     """
     S = expert_S.shape[0]
     sorted_expert_S, order_S = torch.sort(expert_S, stable=True)
-    count_E = torch.bincount(expert_S, minlength=n_experts)
+    count_E = _count(expert_S, n_experts).long()
     start_E = torch.cumsum(count_E, dim=0) - count_E
     rank_sorted_S = torch.arange(S, device=expert_S.device) - start_E[sorted_expert_S]
     rank_S = torch.empty_like(rank_sorted_S).scatter_(0, order_S, rank_sorted_S)
     kept_S = rank_S < capacity
     slot_S = torch.where(kept_S, expert_S * capacity + rank_S, n_experts * capacity)
     return slot_S, kept_S
+
+
+def _count(index_S: Tensor, n: int) -> Tensor:
+    """How often each of 0..n-1 occurs in ``index_S`` (a fixed-size bincount, compile-friendly)."""
+    return torch.zeros(n, device=index_S.device).index_add(
+        0, index_S, torch.ones_like(index_S, dtype=torch.float)
+    )

@@ -1,0 +1,110 @@
+"""``motlab compare RUN_DIR... [--target-loss X] [--plot out.png]``: runs side by side.
+
+Prints one row per run — final validation loss, steps/tokens/wall-clock to the target loss and
+the speed-up against the first run (the paper's metric: steps_first / steps_run at the first
+run's final loss unless ``--target-loss`` is given) — and optionally writes a figure of the
+validation loss against steps and against training tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from motlab.analysis.runs import format_table, read_run
+from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
+
+COLUMNS = {
+    "run": "run",
+    "final_step": "final step",
+    "final_loss": "final loss",
+    "steps_to_target": "steps to target",
+    "tokens_to_target": "tokens to target",
+    "seconds_to_target": "seconds to target",
+    "speedup_steps": "speed-up (steps)",
+    "speedup_tokens": "speed-up (tokens)",
+    "speedup_wall_clock": "speed-up (wall)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="motlab compare",
+        description=(
+            "Compare training runs (TensorBoard log directories): final validation loss, "
+            "steps/tokens/wall-clock to a target loss and the speed-up over the first run."
+        ),
+    )
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories (e.g. runs/dense runs/mot); the first is the baseline; a "
+        "directory with several version_N sub-directories is read as one resumed run",
+    )
+    parser.add_argument(
+        "--target-loss",
+        type=float,
+        default=None,
+        help="loss to reach (default: the first run's final value of --tag)",
+    )
+    parser.add_argument("--tag", default=DEFAULT_TAG, help="scalar to compare (default: %(default)s)")
+    parser.add_argument(
+        "--tokens-per-step",
+        type=float,
+        default=None,
+        help="training tokens per optimiser step, for runs whose saved config does not tell",
+    )
+    parser.add_argument("--plot", metavar="OUT.png", default=None, help="write a figure here")
+    parser.add_argument("--csv", metavar="OUT.csv", default=None, help="write the table as CSV")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``motlab compare``; returns the exit status."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        runs = [read_run(path, tokens_per_step=args.tokens_per_step) for path in args.runs]
+        names = [r.name for r in runs]
+        if len(set(names)) < len(names):  # e.g. a/version_0 and b/version_0: use the paths
+            for run, path in zip(runs, args.runs):
+                run.name = str(path)
+        rows = compare_runs(runs, target=args.target_loss, tag=args.tag)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"motlab compare: error: {message}", file=sys.stderr)
+        return 2
+
+    target = rows[0]["target"]
+    print(f"target {args.tag} = {target:.4f}" + (" (first run's final)" if args.target_loss is None else ""))
+    table = [{COLUMNS[k]: row[k] for k in COLUMNS} for row in rows]
+    print(format_table(table))
+    if any(r.tokens_at(0.0) is None for r in runs):
+        print("(tokens unknown for some runs: pass --tokens-per-step)")
+
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        try:
+            from motlab.analysis.plots import plot_loss_curves
+        except ImportError as err:
+            print(f"motlab compare: error: {err}", file=sys.stderr)
+            return 2
+        import matplotlib
+
+        matplotlib.use("Agg")  # a file, not a window
+        fig = plot_loss_curves(runs, tag=args.tag, target=target)
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
