@@ -28,6 +28,19 @@ COLUMNS = {
 }
 
 
+def _fmt(key: str, value: object) -> object:
+    """Readable cells: losses to 4 decimals, speed-ups to 2, counts with separators."""
+    if value is None or not isinstance(value, float):
+        return value
+    if key == "final_loss":
+        return f"{value:.4f}"
+    if key.startswith("speedup"):
+        return f"{value:.2f}"
+    if key == "seconds_to_target":
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="motlab compare",
@@ -49,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="loss to reach (default: the first run's final value of --tag)",
     )
-    parser.add_argument("--tag", default=DEFAULT_TAG, help="scalar to compare (default: %(default)s)")
+    parser.add_argument(
+        "--tag", default=DEFAULT_TAG, help="scalar to compare (default: %(default)s)"
+    )
     parser.add_argument(
         "--tokens-per-step",
         type=float,
@@ -68,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [read_run(path, tokens_per_step=args.tokens_per_step) for path in args.runs]
         names = [r.name for r in runs]
         if len(set(names)) < len(names):  # e.g. a/version_0 and b/version_0: use the paths
-            for run, path in zip(runs, args.runs):
+            for run, path in zip(runs, args.runs, strict=True):
                 run.name = str(path)
         rows = compare_runs(runs, target=args.target_loss, tag=args.tag)
     except (FileNotFoundError, KeyError, ValueError) as err:
@@ -77,8 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     target = rows[0]["target"]
-    print(f"target {args.tag} = {target:.4f}" + (" (first run's final)" if args.target_loss is None else ""))
-    table = [{COLUMNS[k]: row[k] for k in COLUMNS} for row in rows]
+    print(
+        f"target {args.tag} = {target:.4f}"
+        + (" (first run's final)" if args.target_loss is None else "")
+    )
+    table = [{COLUMNS[k]: _fmt(k, row[k]) for k in COLUMNS} for row in rows]
     print(format_table(table))
     if any(r.tokens_at(0.0) is None for r in runs):
         print("(tokens unknown for some runs: pass --tokens-per-step)")
@@ -93,13 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.csv}")
     if args.plot:
         try:
-            from motlab.analysis.plots import plot_loss_curves
-        except ImportError as err:
-            print(f"motlab compare: error: {err}", file=sys.stderr)
+            import matplotlib
+        except ImportError:
+            print(
+                "motlab compare: error: --plot needs matplotlib (pip install matplotlib)",
+                file=sys.stderr,
+            )
             return 2
-        import matplotlib
-
         matplotlib.use("Agg")  # a file, not a window
+        from motlab.analysis.plots import plot_loss_curves
+
         fig = plot_loss_curves(runs, tag=args.tag, target=target)
         fig.savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")

@@ -46,7 +46,7 @@ def plot_loss_curves(
             if tokens is not None:
                 axes[1].plot(tokens, s.values, marker=".", label=run.name)
     xlabels = ["optimiser step", "training tokens"]
-    for ax, xlabel in zip(axes, xlabels):
+    for ax, xlabel in zip(axes, xlabels, strict=False):
         if target is not None:
             ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
         ax.set_xlabel(xlabel)
@@ -70,26 +70,35 @@ def plot_merge_weights(
         fig, axes = plt.subplots(1, len(mot), figsize=(4 * len(mot), 3.6), squeeze=False)
         axes = list(axes[0])
     fig = axes[0].figure
-    for ax, r in zip(axes, mot):
+    for ax, r in zip(axes, mot, strict=False):
         w_GE = r.merge_weights[group, :, position, :]  # type: ignore[index]
-        im = ax.imshow(w_GE.numpy(), aspect="auto", cmap="viridis", vmin=0.0)
+        im = ax.imshow(w_GE.numpy(), aspect="auto", cmap="viridis")  # colours span the data
         ax.set_xlabel("expert")
         ax.set_ylabel("token of the group (batch row)")
         ax.set_title(f"block {r.block}: merge weights")
         fig.colorbar(im, ax=ax, label="weight (sums to 1 over the group)")
-    fig.suptitle(f"MoT merge weights, group {group}, position {position}")
+    G = mot[0].merge_weights.shape[1]  # type: ignore[union-attr]
+    fig.suptitle(
+        f"MoT merge weights, group {group}, position {position} (uniform mix = 1/G = {1 / G:.3g})"
+    )
     fig.tight_layout()
     return fig
 
 
-def plot_entropy(layers: Sequence[LayerRouting], ax: Any = None) -> Any:
-    """Heat map (MoT layer × expert) of the normalised merge-weight entropy."""
+def plot_entropy(
+    layers: Sequence[LayerRouting], ax: Any = None, vmin: float = 0.0, vmax: float = 1.0
+) -> Any:
+    """Heat map (MoT layer × expert) of the normalised merge-weight entropy.
+
+    The colour scale is the full [0, 1] range by default; pass ``vmin``/``vmax`` (or None for
+    the data's range) to see small differences.
+    """
     plt = _pyplot()
     matrix, blocks = entropy_matrix(list(layers))
     if ax is None:
         fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(blocks)))
     fig = ax.figure
-    im = ax.imshow(matrix.numpy(), aspect="auto", cmap="magma", vmin=0.0, vmax=1.0)
+    im = ax.imshow(matrix.numpy(), aspect="auto", cmap="magma", vmin=vmin, vmax=vmax)
     ax.set_yticks(range(len(blocks)), [f"block {b}" for b in blocks])
     ax.set_xlabel("expert")
     ax.set_ylabel("layer")

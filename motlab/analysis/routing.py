@@ -71,8 +71,9 @@ def normalised_entropy(weights_nGTE: Tensor) -> Tensor:
 def inspect_routing(model: GPT, tokens_BT: Tensor) -> list[LayerRouting]:
     """Run ``model`` on ``tokens_BT`` once and report every routed block's routing.
 
-    The batch must be a multiple of the model's group size (see :func:`motlab.filler.pad_with_filler`
-    to place fewer real rows among filler rows). Dense blocks are left out.
+    The batch must be a multiple of the model's group size (see
+    :func:`motlab.filler.pad_with_filler` to place fewer real rows among filler rows). Dense
+    blocks are left out.
     """
     captured: dict[int, tuple[Tensor, object]] = {}
     handles = []
@@ -129,7 +130,9 @@ def entropy_matrix(layers: list[LayerRouting]) -> tuple[Tensor, list[int]]:
     return torch.stack([r.entropy_per_expert for r in mot]), [r.block for r in mot]  # type: ignore[misc]
 
 
-def load_matrix(layers: list[LayerRouting], after_capacity: bool = True) -> tuple[Tensor, list[int]]:
+def load_matrix(
+    layers: list[LayerRouting], after_capacity: bool = True
+) -> tuple[Tensor, list[int]]:
     """(L, E) tokens per expert of each token-choice layer (after or before capacity)."""
     tc = [r for r in layers if r.requested_per_expert is not None]
     if not tc:

@@ -24,7 +24,7 @@ import numpy as np
 
 EVENT_GLOB = "events.out.tfevents.*"
 
-TOKENS_TAGS = ("train/tokens", "tokens", "trainer/tokens", "train/tokens_seen")
+TOKENS_TAGS = ("perf/tokens_seen", "train/tokens_seen", "train/tokens", "tokens")
 """Scalar tags read as the number of training tokens seen at a step, when one is logged."""
 
 CONFIG_FILES = ("config.yaml", "hparams.yaml")
@@ -77,16 +77,23 @@ class Run:
     def tokens_at(self, steps: np.ndarray | float) -> np.ndarray | None:
         """Training tokens seen after ``steps`` optimiser steps, or None when unknown.
 
-        Uses a logged tokens scalar (:data:`TOKENS_TAGS`) when there is one, interpolated
-        linearly in the step, else ``steps · tokens_per_step``.
+        Uses a logged tokens scalar (:data:`TOKENS_TAGS`, e.g. ``perf/tokens_seen``) when there
+        is one — interpolated linearly in the step, through (0, 0) before its first point and
+        at its last segment's rate after its last — else ``steps · tokens_per_step``.
         """
         steps = np.asarray(steps, dtype=float)
         for tag in TOKENS_TAGS:
-            if tag in self.scalars and len(self.scalars[tag]) > 0:
-                s = self.scalars[tag]
-                if len(s) == 1:
-                    return steps * (s.values[0] / max(s.steps[0], 1))
-                return np.interp(steps, s.steps, s.values)
+            s = self.scalars.get(tag)
+            if s is None or len(s) == 0:
+                continue
+            xs = np.concatenate([[0.0], s.steps.astype(float)])
+            ys = np.concatenate([[0.0], s.values])
+            keep = np.concatenate([[True], s.steps > 0])  # (0, 0) is already the first point
+            xs, ys = xs[keep], ys[keep]
+            rate = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if len(xs) > 1 else 0.0
+            return np.where(
+                steps > xs[-1], ys[-1] + (steps - xs[-1]) * rate, np.interp(steps, xs, ys)
+            )
         if self.tokens_per_step is None:
             return None
         return steps * self.tokens_per_step
@@ -327,13 +334,13 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
         lines.append(
             "  ".join(
                 (cell.ljust(w) if j == 0 else cell.rjust(w))
-                for j, (cell, w) in enumerate(zip(row, widths))
+                for j, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
         )
     return "\n".join(lines)

@@ -10,6 +10,11 @@ loss — by default the baseline's final loss, as in the paper ("MoT reaches den
 in ⅓ of the steps"). A curve that is already at or below the target at its first logged point
 counts that point's step (nothing can be said about the steps before it); a curve that never
 reaches the target gives None.
+
+Steps are TensorBoard step indices as logged. Lightning logs the metrics of the n-th optimiser
+step (and a validation run after it) at index n - 1, while ``perf/tokens_seen`` counts all n
+steps; on runs of a few dozen steps the step and token ratios therefore differ by a few
+percent, on real runs not visibly.
 """
 
 from __future__ import annotations

@@ -1,0 +1,72 @@
+"""Routing inspection: MoT merge weights/entropy and token-choice load, via hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motlab import GPT, GPTConfig
+from motlab.analysis import entropy_matrix, inspect_routing, load_matrix
+
+
+def tiny(ffn: dict, **kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        size=None, d_model=16, d_ff=32, n_layers=4, n_heads=2, vocab_size=64, seq_len=12, ffn=ffn
+    )
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return GPT(cfg)
+
+
+def test_mot_merge_weights_and_entropy():
+    model = tiny({"variant": "mot", "group_size": 4, "n_experts": 8})
+    tokens = torch.randint(64, (8, 12))
+    layers = inspect_routing(model, tokens)
+    assert [r.block for r in layers] == [2, 3] and {r.variant for r in layers} == {"mot"}
+    _, aux = model.forward_with_aux(tokens)
+    for r in layers:
+        assert r.merge_weights.shape == (2, 4, 12, 8)
+        torch.testing.assert_close(r.merge_weights.sum(dim=1), torch.ones(2, 12, 8))
+        assert r.entropy.shape == (2, 12, 8)
+        assert 0.0 <= r.entropy.min() and r.entropy.max() <= 1.0 + 1e-6
+        # The layer's own logged statistic is the mean of what we report.
+        expected = aux.stats[f"block{r.block}/merge_entropy"]
+        torch.testing.assert_close(r.entropy.mean(), expected.float())
+        assert r.entropy_per_expert.shape == (8,) and r.entropy_per_position.shape == (12,)
+    matrix, blocks = entropy_matrix(layers)
+    assert matrix.shape == (2, 8) and blocks == [2, 3]
+    # Hooks are removed afterwards.
+    assert all(not b.ffn._forward_hooks for b in model.blocks)
+    with pytest.raises(ValueError, match="token-choice"):
+        load_matrix(layers)
+
+
+def test_discrete_mot_has_zero_entropy():
+    model = tiny({"variant": "mot", "group_size": 4, "n_experts": 4, "discrete": True})
+    layers = inspect_routing(model, torch.randint(64, (4, 12)))
+    assert all(float(r.entropy.abs().max()) < 1e-6 for r in layers)
+
+
+def test_token_choice_load_and_drops():
+    model = tiny({"variant": "token_choice", "n_experts": 4, "capacity_factor": 0.5})
+    tokens = torch.randint(64, (3, 12))
+    layers = inspect_routing(model, tokens)
+    N = 3 * 12
+    for r in layers:
+        assert r.variant == "token_choice" and r.merge_weights is None
+        assert int(r.requested_per_expert.sum()) == N
+        kept = float(r.tokens_per_expert.sum())
+        assert kept == pytest.approx(N * (1 - r.dropped_fraction))
+        # Capacity 0.5 · N / E per expert: at most that many kept, half of all dropped or more.
+        assert float(r.tokens_per_expert.max()) <= int(0.5 * N / 4)
+        assert r.dropped_fraction >= 0.5
+        assert (r.tokens_per_expert <= r.requested_per_expert).all()
+        torch.testing.assert_close(r.load_fraction.sum(), torch.tensor(1.0))
+    before, blocks = load_matrix(layers, after_capacity=False)
+    assert before.shape == (2, 4) and blocks == [2, 3]
+
+
+def test_dense_model_has_no_routed_layers():
+    model = tiny({"variant": "dense"})
+    assert inspect_routing(model, torch.randint(64, (2, 12))) == []

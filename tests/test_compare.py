@@ -1,0 +1,55 @@
+"""``motlab compare`` on synthetic runs: the table and the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from motlab.compare import main
+
+
+def _tbruns():
+    path = Path(__file__).resolve().parent / "fixtures" / "tbruns.py"
+    spec = importlib.util.spec_from_file_location("motlab_test_tbruns", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return _tbruns().baseline_and_twice_as_fast(tmp_path)
+
+
+def test_compare_prints_table_and_writes_plot(runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cmp.png"
+    csv = tmp_path / "cmp.csv"
+    assert main([str(p) for p in runs] + ["--plot", str(out), "--csv", str(csv)]) == 0
+    text = capsys.readouterr().out
+    assert "target val/loss = 3.0000" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("run"))
+    assert "speed-up (steps)" in header and "tokens to target" in header
+    mot = next(line for line in lines if line.startswith("mot"))
+    assert mot.split()[-3:] == ["2.00", "2.00", "1.00"]  # speed-up in steps, tokens, wall-clock
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+    assert csv.read_text().splitlines()[0].startswith("run,final_step,final_loss")
+
+
+def test_compare_with_target(runs, capsys):
+    assert main([str(p) for p in runs] + ["--target-loss", "4.0"]) == 0
+    text = capsys.readouterr().out
+    assert "target val/loss = 4.0000" in text and "first run" not in text
+    dense = next(line for line in text.splitlines() if line.startswith("dense"))
+    assert " 500 " in f" {dense} "
+
+
+def test_compare_errors(runs, tmp_path, capsys):
+    assert main([str(runs[0]), str(tmp_path / "missing")]) == 2
+    assert "no run directory" in capsys.readouterr().err
+    assert main([str(runs[0]), "--tag", "val/nope"]) == 2
+    assert "val/nope" in capsys.readouterr().err
