@@ -72,16 +72,12 @@ class WarmupCosine:
 
     Warm-up: ``(s + 1) / warmup_steps`` (so the first update is not wasted at lr 0), reaching 1
     at ``s = warmup_steps - 1``. Then a half cosine from 1 to ``min_ratio`` over the remaining
-    ``total_steps - warmup_steps`` steps, and ``min_ratio`` after that. A callable class rather
+    ``total_steps - warmup_steps`` steps, and ``min_ratio`` after that (a run shorter than the
+    warm-up never leaves it). A callable class rather
     than a lambda so the scheduler (and the checkpoint) can be pickled.
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float) -> None:
-        if total_steps < warmup_steps:
-            raise ValueError(
-                f"the schedule's total_steps ({total_steps}) is shorter than its warmup_steps "
-                f"({warmup_steps}); set model.optim.total_steps / trainer.max_steps"
-            )
         self.warmup_steps, self.total_steps, self.min_ratio = warmup_steps, total_steps, min_ratio
 
     def __call__(self, step: int) -> float:

@@ -1,0 +1,150 @@
+"""The ``motlab`` command: config merging, argument links, subcommands and early errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+from motlab.cli import cli_main
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def print_config(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def data_args(c4_dir: Path, tokenizer_path: Path) -> list[str]:
+    return [
+        *("--data.path", str(c4_dir), "--data.tokenizer", str(tokenizer_path)),
+        *("--data.seq_len", "16", "--data.num_workers", "0", "--data.val_batches", "1"),
+        *("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"),
+    ]
+
+
+def test_configs_merge_in_order_and_flags_win(capsys):
+    cfg = print_config(
+        capsys, "--config", str(CONF / "mot.yaml"), "--config", str(CONF / "tiny.yaml"),
+        "--model.net.d_model", "96", "--trainer.max_steps", "7",
+    )  # fmt: skip
+    net = cfg["model"]["net"]
+    assert net["size"] is None and net["n_layers"] == 2 and net["d_model"] == 96
+    assert net["ffn"]["variant"] == "mot" and net["ffn"]["group_size"] == 32
+    assert cfg["trainer"]["precision"] == "32-true" and cfg["trainer"]["max_steps"] == 7
+    assert cfg["trainer"]["gradient_clip_val"] == 0.5  # from mot.yaml, untouched by tiny.yaml
+
+
+def test_a_flag_changes_one_ffn_key(capsys):
+    cfg = print_config(
+        capsys, "--config", str(CONF / "mot.yaml"), "--model.net.ffn.n_experts", "16"
+    )
+    assert cfg["model"]["net"]["ffn"]["variant"] == "mot"
+    assert cfg["model"]["net"]["ffn"]["n_experts"] == 16
+    assert cfg["model"]["net"]["ffn"]["group_size"] == 32
+
+
+def test_fsdp_overlay_parses(capsys):
+    cfg = print_config(
+        capsys, "--config", str(CONF / "mot.yaml"), "--config", str(CONF / "fsdp.yaml")
+    )
+    strategy = cfg["trainer"]["strategy"]
+    assert strategy["class_path"].endswith("FSDPStrategy")
+    assert strategy["init_args"]["auto_wrap_policy"] == ["motlab.model.Block"]
+    assert strategy["init_args"]["state_dict_type"] == "full"
+    plain = print_config(capsys, "--config", str(CONF / "mot.yaml"), "--trainer.strategy", "fsdp")
+    assert plain["trainer"]["strategy"] == "fsdp"
+
+
+def test_vocab_and_seq_len_are_bound_from_the_data(c4_dir, tokenizer_path):
+    cli = cli_main(
+        ["--config", str(CONF / "token_choice.yaml"), "--config", str(CONF / "tiny.yaml"),
+         *data_args(c4_dir, tokenizer_path), "--data.seq_len", "24"],
+        run=False,
+    )  # fmt: skip
+    assert cli.model.net.cfg.vocab_size == cli.datamodule.vocab_size == 50257
+    assert cli.model.net.cfg.seq_len == 24
+
+
+def test_unknown_key_in_a_config_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  net:\n    d_modle: 64\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(CONF / "mot.yaml"), "--config", str(bad)])
+    assert exit_info.value.code == 2
+    assert "model.net.d_modle" in capsys.readouterr().err
+
+
+def test_unknown_flag_is_named_and_not_abbreviated(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(CONF / "mot.yaml"), "--trainer.max_step", "3"])
+    assert "--trainer.max_step" in capsys.readouterr().err
+
+
+def test_unknown_ffn_key_lists_the_valid_ones(c4_dir, tokenizer_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_expert'\].*valid keys"):
+        cli_main(
+            ["--config", str(CONF / "mot.yaml"), "--config", str(CONF / "tiny.yaml"),
+             *data_args(c4_dir, tokenizer_path), "--model.net.ffn.n_expert", "4"],
+            run=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("conf", ["mot.yaml", "expert_choice.yaml"])
+def test_batch_not_a_multiple_of_the_group_fails_before_training(conf, c4_dir, tokenizer_path):
+    with pytest.raises(ValueError, match=r"data\.batch_size=24 .*model\.net\.ffn\.group_size=32"):
+        cli_main(
+            ["fit", "--config", str(CONF / conf), "--config", str(CONF / "tiny.yaml"),
+             *data_args(c4_dir, tokenizer_path), "--data.batch_size", "24"]
+        )  # fmt: skip
+
+
+def test_fit_validate_test_and_init_from(c4_dir, tokenizer_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = [
+        *("--config", str(CONF / "mot.yaml"), "--config", str(CONF / "tiny.yaml")),
+        *data_args(c4_dir, tokenizer_path),
+    ]
+    fitted = cli_main(
+        ["fit", *common, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+         "--speed.peak_flops", "1e12"]
+    )  # fmt: skip
+    assert 0 < float(fitted.trainer.callback_metrics["perf/mfu"]) < 1
+    ckpt = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+    assert ckpt.is_file()
+
+    validated = cli_main(["validate", *common, "--ckpt_path", "last"])
+    val_loss = float(validated.trainer.callback_metrics["val/loss"])
+    tested = cli_main(["test", *common, "--ckpt_path", str(ckpt)])
+    assert float(tested.trainer.callback_metrics["test/loss"]) == pytest.approx(val_loss)
+    # model.init_from: the same weights without resuming anything else.
+    initialised = cli_main(["validate", *common, "--model.init_from", str(ckpt)])
+    assert float(initialised.trainer.callback_metrics["val/loss"]) == pytest.approx(val_loss)
+    fresh = cli_main(["validate", *common])
+    assert float(fresh.trainer.callback_metrics["val/loss"]) != pytest.approx(val_loss)
+
+
+def test_python_dash_m_motlab(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "motlab", "fit", "--config", str(CONF / "dense.yaml")]
+    out = subprocess.run(
+        [*cmd, "--print_config"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert yaml.safe_load(out.stdout)["model"]["net"]["ffn"]["variant"] == "dense"
+
+
+def test_console_script_is_the_cli():
+    scripts = entry_points(group="console_scripts")
+    assert [ep.value for ep in scripts if ep.name == "motlab"] == ["motlab.cli:main"]
