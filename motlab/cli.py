@@ -25,6 +25,8 @@ matches the configured one; ``validate``/``test`` with a checkpoint take the mod
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from motlab.callbacks import ProgressBar, SpeedMonitor
-from motlab.checkpoint import net_config_mismatch
+from motlab.checkpoint import config_to_dict, net_config_mismatch
+from motlab.config import GPTConfig
 from motlab.lit import LitLM
+from motlab.transition import convert_config
 
 LATE_BOUND_NET_KEYS = ("vocab_size",)
 """``model.net`` keys bound at instantiation (from the tokenizer), absent from the parsed config."""
@@ -165,6 +169,10 @@ class MotCLI(LightningCLI):
             return
         if subcommand == "fit":
             current = _namespace_to_dict(config.model.net)
+            if _switched_in_run(config.model, saved):
+                # Saved after the in-run MoT → token-choice switch: compare with the switched net.
+                net = GPTConfig(**{k: v for k, v in current.items() if not k.startswith("_")})
+                current = config_to_dict(convert_config(net, config.model.transition_routing))
             message = net_config_mismatch(saved, current, ignore=LATE_BOUND_NET_KEYS)
             if message:
                 raise ValueError(f"cannot resume from {ckpt_path}: {message}")
@@ -178,6 +186,15 @@ class MotCLI(LightningCLI):
                 config.model.net[key] = value
             if changed:
                 rank_zero_info(f"{subcommand}: model.net {changed} taken from {ckpt_path}")
+
+
+def _switched_in_run(model: Namespace, saved: dict[str, Any]) -> bool:
+    """Whether ``saved`` is the token-choice net an in-run switch makes of the configured MoT."""
+    return (
+        model.get("switch_to_token_choice_at") is not None
+        and dict(saved.get("ffn") or {}).get("variant") == "token_choice"
+        and dict(_namespace_to_dict(model.net).get("ffn") or {}).get("variant") == "mot"
+    )
 
 
 def find_last_checkpoint(config: Namespace) -> Path:
@@ -256,9 +273,21 @@ def cli_main(args: Sequence[str] | None = None, **kwargs: Any) -> MotCLI:
     return MotCLI(args=list(args) if args is not None else None, **kwargs)
 
 
-def main() -> None:
-    """Console entry point: ``motlab fit|validate|test ...``."""
-    MotCLI()
+TOOLS = {
+    "compare": "motlab.compare",  # motlab compare RUN_DIR... [--target-loss X] [--plot out.png]
+    "zeroshot": "motlab.zeroshot",  # motlab zeroshot --checkpoint CKPT --task piqa|...
+}
+"""Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot ...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in TOOLS:
+        sys.exit(importlib.import_module(TOOLS[args[0]]).main(args[1:]))
+    if args and args[0] in ("-h", "--help"):
+        print("motlab analysis commands: " + ", ".join(f"motlab {name} --help" for name in TOOLS))
+    MotCLI(args=None if argv is None else args)
 
 
 if __name__ == "__main__":

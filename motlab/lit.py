@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -25,6 +25,14 @@ from motlab.config import GPTConfig
 from motlab.layers import Aux
 from motlab.model import GPT
 from motlab.optim import OptimConfig, build_optimizer
+from motlab.transition import (
+    MOT_ONLY_KEYS,
+    check_switch,
+    convert_config,
+    discrete_mot,
+    routing_mode,
+    switch_in_place,
+)
 
 
 class LitLM(pl.LightningModule):
@@ -38,6 +46,14 @@ class LitLM(pl.LightningModule):
             weights initialise the model before training; ignored when resuming with
             ``--ckpt_path`` (the resumed checkpoint's weights win).
         compile: ``torch.compile`` the model's forward pass.
+        switch_to_token_choice_at: In-run transition tuning: train MoT until this optimiser
+            step, then continue as token choice over the same tensors with the same optimiser
+            state and schedule (METHOD.md §5). ``None`` = never.
+        transition_routing: Token-choice routing used when a MoT model becomes token choice
+            (in-run switch): ``top_k``, ``capacity_factor``, ``load_balancing_weight``,
+            ``z_loss_weight``; unset keys take the paper's values (1, 1.25, 0.01, 0).
+        discrete_eval: Also validate MoT with argmax routing (the τ → 0 diagnostic), logged as
+            ``val/mot_discrete/loss``.
     """
 
     def __init__(
@@ -46,6 +62,9 @@ class LitLM(pl.LightningModule):
         optim: OptimConfig | None = None,
         init_from: str | None = None,
         compile: bool = False,
+        switch_to_token_choice_at: int | None = None,
+        transition_routing: dict[str, Any] | None = None,
+        discrete_eval: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(net, Mapping):  # from a checkpoint's hyper-parameters
@@ -62,16 +81,25 @@ class LitLM(pl.LightningModule):
                 "optim": dataclasses.asdict(optim),
                 "init_from": init_from,
                 "compile": compile,
+                "switch_to_token_choice_at": switch_to_token_choice_at,
+                "transition_routing": transition_routing,
+                "discrete_eval": discrete_eval,
             }
         )
+        if switch_to_token_choice_at is not None and net.ffn.variant != "token_choice":
+            check_switch(net, switch_to_token_choice_at, transition_routing)
         self.net = GPT(net)
         self.optim_config = optim
         self.init_from = init_from
         self.compile_model = compile
+        self.switch_at = switch_to_token_choice_at
+        self.transition_routing = transition_routing
+        self.discrete_eval = discrete_eval
         self._forward = self.net.forward_with_aux
         self._initialised_from: str | None = None
         self.train_loss = MeanMetric(dist_sync_on_step=True)  # per step, averaged over ranks
         self.val_loss = MeanMetric()
+        self.val_discrete_loss = MeanMetric()
         self.test_loss = MeanMetric()
 
     # ----------------------------------------------------------------------------------- setup
@@ -95,7 +123,12 @@ class LitLM(pl.LightningModule):
         if self.init_from and self.trainer.ckpt_path is None and self._initialised_from is None:
             self.init_weights_from(self.init_from)
             self._initialised_from = self.init_from
-        if self.compile_model and self._forward is self.net.forward_with_aux:
+        self._set_forward()
+
+    def _set_forward(self) -> None:
+        """Eager or compiled forward of the net as it is now (again after a routing switch)."""
+        self._forward = self.net.forward_with_aux
+        if self.compile_model:
             self._forward = torch.compile(self.net.forward_with_aux)
 
     def init_weights_from(self, path: str) -> None:
@@ -104,6 +137,8 @@ class LitLM(pl.LightningModule):
         Kept small so that other initialisations (e.g. MoT → token choice) can override it.
         """
         saved_config, state = read_checkpoint(path)
+        if _variant_of(saved_config) == "mot" and self.net.cfg.ffn.variant == "token_choice":
+            state = self._converted_state(path, saved_config, state)
         current = self.net.state_dict()
         missing = sorted(set(current) - set(state))
         unexpected = sorted(set(state) - set(current))
@@ -127,6 +162,39 @@ class LitLM(pl.LightningModule):
                 lines.append(f"  shape mismatches: {_short(shapes)}")
             raise ValueError("\n".join(lines))
         self.net.load_state_dict(state, strict=True)
+
+    def _converted_state(
+        self, path: str, saved_config: Mapping[str, Any], state: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Transition tuning, stage 2: MoT weights into this token-choice model, unchanged.
+
+        The tensors are reused as they are (router → gate, W1/W2 → experts); only the routing
+        differs. The configured model must be the MoT model with token-choice routing: same
+        sizes, blocks, and expert count and size.
+        """
+        mot_cfg = GPTConfig(**{k: v for k, v in saved_config.items() if not k.startswith("_")})
+        ours = self.net.cfg
+        routing = {
+            k: getattr(ours.ffn, k)
+            for k in ("top_k", "capacity_factor", "load_balancing_weight", "z_loss_weight")
+        }
+        expected = convert_config(mot_cfg, routing)  # d_expert pinned to the MoT's size
+        assert ours.d_ff is not None
+        ours = dataclasses.replace(
+            ours, ffn=dataclasses.replace(ours.ffn, d_expert=ours.ffn.expert_size(ours.d_ff))
+        )
+        message = net_config_mismatch(
+            config_to_dict(expected), config_to_dict(ours), ignore=("vocab_size", "seq_len")
+        )
+        if message:
+            raise ValueError(
+                f"model.init_from={path} is a MoT checkpoint; converting it to token choice "
+                f"needs model.net to be the same model with token-choice routing "
+                f"(n_experts {expected.ffn.n_experts}, d_expert {expected.ffn.d_expert}): "
+                f"{message}"
+            )
+        rank_zero_info(f"transition tuning: token choice initialised from MoT weights in {path}")
+        return {k: v for k, v in state.items() if not k.endswith(MOT_ONLY_KEYS)}
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.optim_config.total_steps
@@ -176,12 +244,36 @@ class LitLM(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train_loss.reset()
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.switch_at is not None and self.global_step >= self.switch_at:
+            self.switch_to_token_choice()
+
+    def switch_to_token_choice(self) -> None:
+        """The in-run switch: MoT layers become token choice on the same Parameters."""
+        if routing_mode(self.net) not in ("mot", "mot_discrete"):
+            return
+        switch_in_place(self.net, self.transition_routing)
+        self._set_forward()
+        rank_zero_info(
+            f"step {self.global_step}: MoT switched to token choice "
+            f"(model.switch_to_token_choice_at={self.switch_at}); optimiser state kept"
+        )
+
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self._cross_entropy(batch)
         self.val_loss.update(ce, weight=batch[:, 1:].numel())
+        if self.discrete_eval and routing_mode(self.net) == "mot":
+            with discrete_mot(self.net):
+                inputs_BT, targets_BT = batch[:, :-1], batch[:, 1:]
+                logits_BTV, _ = self.net.forward_with_aux(inputs_BT)  # eager: a rare diagnostic
+                ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())
+            self.val_discrete_loss.update(ce, weight=targets_BT.numel())
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_loss)
+        mode = routing_mode(self.net)
+        self._log_eval("val", self.val_loss, mode=mode)
+        if self.discrete_eval and mode == "mot":
+            self._log_eval("val", self.val_discrete_loss, mode="mot_discrete", plain=False)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self._cross_entropy(batch)
@@ -190,11 +282,19 @@ class LitLM(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_loss)
 
-    def _log_eval(self, split: str, metric: MeanMetric) -> None:
+    def _log_eval(
+        self, split: str, metric: MeanMetric, mode: str | None = None, plain: bool = True
+    ) -> None:
+        """``{split}/loss`` and ``/ppl``; with ``mode`` also ``{split}/{mode}/loss`` and ``/ppl``
+        so curves from before and after a routing switch stay apart."""
         loss = metric.compute()  # token-weighted mean over all batches and ranks
         metric.reset()
-        self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True)
-        self.log(f"{split}/ppl", loss.exp(), sync_dist=True)
+        if plain:
+            self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True)
+            self.log(f"{split}/ppl", loss.exp(), sync_dist=True)
+        if mode is not None and mode != "dense":
+            self.log(f"{split}/{mode}/loss", loss, sync_dist=True)
+            self.log(f"{split}/{mode}/ppl", loss.exp(), sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the global gradient norm, before clipping (Lightning clips after this hook)."""
@@ -250,6 +350,15 @@ class LitLM(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("net_config") or checkpoint.get("hyper_parameters", {}).get("net")
+        if (
+            saved is not None
+            and self.switch_at is not None
+            and _variant_of(saved) == "token_choice"
+            and routing_mode(self.net) == "mot"
+        ):
+            # Saved after the in-run switch: switch first, then Lightning loads the weights.
+            switch_in_place(self.net, self.transition_routing)
+            self._set_forward()
         if saved is not None:
             self.check_resume_config(saved)
         saved_optim = checkpoint.get("hyper_parameters", {}).get("optim")

@@ -79,6 +79,19 @@ def switch_in_place(model: GPT, spec: dict[str, Any] | None = None) -> GPT:
     return model
 
 
+def check_switch(cfg: GPTConfig, at_step: int, spec: dict[str, Any] | None) -> GPTConfig:
+    """Validate an in-run switch early; returns the token-choice config it will produce."""
+    if at_step < 0:
+        raise ValueError(f"model.switch_to_token_choice_at must be >= 0, got {at_step}")
+    if isinstance(cfg.ffn, MoTConfig) and cfg.ffn.learnable_temperature:
+        raise ValueError(
+            "the in-run switch keeps the optimiser state, which a learnable MoT temperature "
+            "would not survive; set model.net.ffn.learnable_temperature false, or use the "
+            "two-stage transition (model.init_from)"
+        )
+    return convert_config(cfg, spec)
+
+
 def _token_choice_on(mot: MoT, cfg: GPTConfig) -> TokenChoice:
     experts = mot.experts
     assert isinstance(cfg.ffn, TokenChoiceConfig) and cfg.d_model and cfg.d_ff

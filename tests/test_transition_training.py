@@ -1,0 +1,180 @@
+"""Transition tuning through the training CLI: two-stage runs and the in-run switch."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from motlab import load_model
+from motlab.cli import cli_main
+from motlab.layers import TokenChoice
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(command: str, conf: str, c4_dir: Path, tokenizer_path: Path, *extra: str) -> list[str]:
+    return [
+        command,
+        *("--config", str(REPO / "conf" / conf), "--config", str(REPO / "conf/tiny.yaml")),
+        *("--data.path", str(c4_dir), "--data.tokenizer", str(tokenizer_path)),
+        *("--data.seq_len", "16", "--data.num_workers", "0", "--data.val_batches", "2"),
+        *("--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", "runs"),
+        *extra,
+    ]
+
+
+def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def _val_loss(cli) -> float:
+    return float(cli.trainer.callback_metrics["val/loss"])
+
+
+def test_two_stage_transition(tmp_path, monkeypatch, c4_dir, tokenizer_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    stage1 = ("--trainer.max_steps", "40", "--trainer.val_check_interval", "40")
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *stage1))
+    ckpt = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+    mot_state = load_model(ckpt).state_dict()
+
+    fresh = cli_main(_args("validate", "transition.yaml", c4_dir, tokenizer_path))
+    start = cli_main(
+        _args("validate", "transition.yaml", c4_dir, tokenizer_path, "--model.init_from", str(ckpt))
+    )
+    assert math.isfinite(_val_loss(start))
+    assert _val_loss(start) < _val_loss(fresh) - 1.0  # stage 2 starts from stage 1's weights
+
+    stage2 = ("--trainer.max_steps", "4", "--trainer.val_check_interval", "4")
+    cli = cli_main(
+        _args(
+            "fit",
+            "transition.yaml",
+            c4_dir,
+            tokenizer_path,
+            "--model.init_from",
+            str(ckpt),
+            *stage2,
+        )
+    )
+    assert all(isinstance(cli.model.net.blocks[i].ffn, TokenChoice) for i in (1,))
+    assert cli.trainer.optimizers[0].state_dict()["state"][0]["step"] == 4  # a fresh optimiser
+    tc = load_model(cli.trainer.checkpoint_callback.last_model_path)
+    assert tc(torch.randint(0, 100, (1, 16))).shape == (1, 16, tc.cfg.vocab_size)  # B = 1
+    assert set(mot_state) - set(tc.state_dict()) == {"blocks.1.ffn.log_temperature"}
+
+
+def test_init_from_mot_with_other_experts_fails_clearly(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, "--trainer.max_steps", "1"))
+    ckpt = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+    with pytest.raises(ValueError, match="MoT checkpoint.*n_experts 32"):
+        cli_main(
+            _args(
+                "validate",
+                "transition.yaml",
+                c4_dir,
+                tokenizer_path,
+                "--model.init_from",
+                str(ckpt),
+                "--model.net.ffn.n_experts",
+                "16",
+            )
+        )
+
+
+SWITCH = (
+    "--model.switch_to_token_choice_at",
+    "4",
+    "--trainer.val_check_interval",
+    "2",
+    "--checkpoint.every_n_train_steps",
+    "3",
+    "--model.optim.total_steps",
+    "8",
+)
+
+
+def test_in_run_switch_keeps_the_optimizer_and_logs_per_mode(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[int, str]] = []
+    args = _args(
+        "fit",
+        "mot.yaml",
+        c4_dir,
+        tokenizer_path,
+        *SWITCH,
+        "--trainer.max_steps",
+        "8",
+        "--model.discrete_eval",
+        "true",
+    )
+    cli = cli_main(args[1:], run=False)  # no subcommand: build only, fit below
+
+    class RecordRouting(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            seen.append((trainer.global_step, type(pl_module.net.blocks[1].ffn).__name__))
+
+    cli.trainer.callbacks.append(RecordRouting())
+    w1 = cli.model.net.blocks[1].ffn.experts.w1
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert seen[:4] == [(1, "MoT"), (2, "MoT"), (3, "MoT"), (4, "MoT")]
+    assert seen[4:] == [
+        (5, "TokenChoice"),
+        (6, "TokenChoice"),
+        (7, "TokenChoice"),
+        (8, "TokenChoice"),
+    ]
+    assert cli.model.net.blocks[1].ffn.experts.w1 is w1  # the same Parameter, trained on
+    optimizer = cli.trainer.optimizers[0]
+    assert optimizer.state[w1]["step"] == 8  # its AdamW state was never reset
+
+    run = tmp_path / "runs/mot/version_0"
+    assert set(_scalars(run, "val/mot/loss")) == {1, 3}  # validation after steps 2 and 4
+    assert set(_scalars(run, "val/token_choice/loss")) == {5, 7}
+    assert set(_scalars(run, "val/mot_discrete/loss")) == {1, 3}
+    assert set(_scalars(run, "val/loss")) == {1, 3, 5, 7}
+    assert (
+        "routing/block1/dropped_fraction" in EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    )
+
+
+def test_resume_after_the_switch_is_exact(tmp_path, monkeypatch, c4_dir, tokenizer_path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for d in (straight, resumed):
+        d.mkdir()
+    monkeypatch.chdir(straight)
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *SWITCH, "--trainer.max_steps", "8"))
+    monkeypatch.chdir(resumed)
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *SWITCH, "--trainer.max_steps", "6"))
+    cli_main(
+        _args(
+            "fit",
+            "mot.yaml",
+            c4_dir,
+            tokenizer_path,
+            *SWITCH,
+            "--trainer.max_steps",
+            "8",
+            "--ckpt_path",
+            "last",
+        )
+    )
+    a = load_model(straight / "runs/mot/version_0/checkpoints/last.ckpt").state_dict()
+    b = load_model(resumed / "runs/mot/version_0/checkpoints/last.ckpt").state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
