@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 from motlab.stats import model_stats
@@ -124,3 +124,17 @@ class ProgressBar(TQDMProgressBar):
                 value = f"{value:.3g}"
             out[self.RENAME.get(key, key)] = value
         return out
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the final state of a finished run.
+
+    Lightning writes ``last.ckpt`` only at the ``every_n_train_steps`` boundaries (and at the end
+    only if it never wrote one), so a run whose ``max_steps`` is not a multiple of the interval
+    would end with a stale ``last.ckpt``. Here the end of training writes it again when the
+    newest save is older than the final step.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -8,7 +8,7 @@ This is the only place where YAML and command-line flags become objects. Top-lev
   device, ``seq_len``, ``num_workers``, ...). ``model.net.vocab_size`` is bound from the
   tokenizer and ``model.net.seq_len`` from ``data.seq_len``: they are not set in YAML;
 * ``trainer`` — :class:`lightning.pytorch.Trainer`;
-* ``checkpoint`` — :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (every N steps +
+* ``checkpoint`` — :class:`~motlab.callbacks.RunCheckpoint` (a ModelCheckpoint: every N steps +
   ``last.ckpt``); ``speed`` — :class:`~motlab.callbacks.SpeedMonitor` (``peak_flops`` for MFU);
 * ``seed_everything``, and per subcommand ``ckpt_path``.
 
@@ -34,13 +34,13 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.callbacks import ProgressBar as BaseProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from motlab.callbacks import ProgressBar, SpeedMonitor
+from motlab.callbacks import ProgressBar, RunCheckpoint, SpeedMonitor
 from motlab.checkpoint import config_to_dict, net_config_mismatch
 from motlab.config import GPTConfig
 from motlab.lit import LitLM
@@ -110,7 +110,7 @@ class MotCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_lightning_class_args(SpeedMonitor, "speed")
         parser.link_arguments("data.seq_len", "model.net.seq_len", apply_on="parse")

@@ -28,6 +28,9 @@ HISTORY = 8  # batches of look-back; Lightning prefetches 1
 class ResumableLoader(StatefulDataLoader):
     """Loader for :class:`~motlab.data.stream.PackedStream` (which yields whole batches)."""
 
+    restore_enabled: bool = True
+    """False ignores saved states (the data module's ``restore_state``)."""
+
     def __init__(
         self,
         dataset: Any,
@@ -93,7 +96,7 @@ class ResumableLoader(StatefulDataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume this rank from its entry of a :meth:`state_dict`."""
         self._history.clear()
-        if not state_dict:
+        if not state_dict or not self.restore_enabled:
             return
         if state_dict.get("format") != LOADER_FORMAT:
             raise ValueError(f"not a {LOADER_FORMAT} state: keys {sorted(state_dict)}")

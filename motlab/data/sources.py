@@ -58,6 +58,9 @@ class DocFile:
         """
         raise NotImplementedError
 
+    def check(self, text_field: str) -> None:
+        """Fail now, before training, if the file cannot be read at all (cheap: no full read)."""
+
 
 def _check_text(obj: Any, text_field: str) -> tuple[str | None, str | None]:
     """Return ``(text, None)`` for a usable record, else ``(None, why)``."""
@@ -86,6 +89,13 @@ class JsonLinesFile(DocFile):
         if self.name.endswith(".gz"):
             return gzip.open(self.name, "rb")
         return open(self.name, "rb")
+
+    def check(self, text_field: str) -> None:
+        try:
+            with self._open() as f:
+                f.read(1)
+        except OSError as e:
+            raise OSError(f"cannot read data file {self.name!r}: {e}") from e
 
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
         with self._open() as f:
@@ -129,6 +139,16 @@ class ParquetFile(DocFile):
 
     name: str
     unit = "row"
+
+    def check(self, text_field: str) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(self.name).names
+        except Exception as e:
+            raise OSError(f"cannot read parquet file {self.name!r}: {e}") from e
+        if text_field not in names:
+            raise ValueError(f"{self.name!r} has no {text_field!r} column (columns: {names})")
 
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
         import pyarrow.parquet as pq

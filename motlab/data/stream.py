@@ -110,6 +110,15 @@ class PackedStream(IterableDataset):
         self._pending: dict[str, Any] | None = None
         self._core: _StreamCore | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A live iteration (generators, open files) stays in its process; the pending resume
+        # state travels to spawned workers.
+        state = self.__dict__.copy()
+        if self._core is not None:
+            state["_pending"] = self._core.state_dict()
+        state["_core"] = None
+        return state
+
     def worker(self) -> tuple[int, int]:
         """``(worker_id, num_workers)`` of the current process (``(0, 1)`` outside workers)."""
         if self.worker_id is not None:
@@ -340,4 +349,3 @@ class _StreamCore:
         self.buffer.load(state["buffer"], texts)
         if self.source_done:
             self.source = iter(())
-

@@ -1,0 +1,13 @@
+"""Data pipeline: C4 (hub, local copy or globs) -> tokenized, packed, resumable batches.
+
+``from motlab.data import C4DataModule`` is the entry point; the submodules each do one job:
+``sources`` (files and the hub), ``tokenizer``, ``sharding`` (who reads what), ``shuffle``,
+``packing`` (windows), ``stream`` (the resumable dataset), ``loader`` (checkpoint-exact loader)
+and ``module`` (the LightningDataModule).
+"""
+
+from motlab.data.module import C4DataModule
+from motlab.data.sources import HubUnreachableError
+from motlab.data.stream import MalformedRecordWarning, PackedStream
+
+__all__ = ["C4DataModule", "HubUnreachableError", "MalformedRecordWarning", "PackedStream"]
