@@ -47,6 +47,17 @@ class TinyLM(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class SaveAtTrainEnd(pl.Callback):
+    """Checkpoint when training ends (as ``motlab.callbacks.RunCheckpoint`` does for last.ckpt):
+    the fit loop still holds a prefetched batch that the model never saw."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path / "end.ckpt")
+
+
 def make_dm(c4_dir: Path, tokenizer_path: Path, num_workers: int) -> C4DataModule:
     return C4DataModule(
         train_files=[str(p) for p in sorted((c4_dir / "en").glob("c4-train.*.json.gz"))[:2]],
@@ -60,8 +71,12 @@ def make_dm(c4_dir: Path, tokenizer_path: Path, num_workers: int) -> C4DataModul
     )
 
 
-def make_trainer(steps: int, max_epochs: int | None, callbacks: list | None = None) -> pl.Trainer:
+def make_trainer(
+    steps: int, max_epochs: int | None, root: Path, callbacks: list | None = None
+) -> pl.Trainer:
+    callbacks = callbacks or []
     return pl.Trainer(
+        default_root_dir=root,
         max_steps=steps,
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -69,8 +84,8 @@ def make_trainer(steps: int, max_epochs: int | None, callbacks: list | None = No
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=bool(callbacks),
-        callbacks=callbacks or [],
+        enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in callbacks),
+        callbacks=callbacks,
         val_check_interval=N,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
@@ -78,9 +93,9 @@ def make_trainer(steps: int, max_epochs: int | None, callbacks: list | None = No
 
 
 @pytest.mark.parametrize(
-    ("num_workers", "max_epochs", "stepping_batches"),
-    [(2, None, False), (0, None, False), (2, 1, True)],
-    ids=["workers2", "workers0", "workers2-estimated_stepping_batches"],
+    ("num_workers", "max_epochs", "stepping_batches", "save_at_end"),
+    [(2, None, False, False), (0, None, False, False), (2, 1, True, False), (2, None, False, True)],
+    ids=["workers2", "workers0", "workers2-estimated_stepping_batches", "workers2-save_at_end"],
 )
 def test_trainer_resume_sees_the_uninterrupted_batches(
     c4_dir: Path,
@@ -89,23 +104,28 @@ def test_trainer_resume_sees_the_uninterrupted_batches(
     num_workers: int,
     max_epochs: int | None,
     stepping_batches: bool,
+    save_at_end: bool,
 ) -> None:
     dm = make_dm(c4_dir, tokenizer_path, num_workers)
     run_a = TinyLM(dm.vocab_size, stepping_batches)
-    make_trainer(2 * N, max_epochs).fit(run_a, dm)
+    make_trainer(2 * N, max_epochs, tmp_path / "a").fit(run_a, dm)
     assert len(run_a.seen) == 2 * N
 
     dm = make_dm(c4_dir, tokenizer_path, num_workers)
     run_b = TinyLM(dm.vocab_size, stepping_batches)
-    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=N, save_top_k=-1)
-    make_trainer(N, max_epochs, [ckpt]).fit(run_b, dm)
+    if save_at_end:
+        saver: pl.Callback = SaveAtTrainEnd(tmp_path)
+    else:
+        saver = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=N, save_top_k=-1)
+    # Only run B writes checkpoints, and only the one under test: ``tmp_path/*.ckpt``.
+    make_trainer(N, max_epochs, tmp_path / "b", [saver]).fit(run_b, dm)
     (path,) = tmp_path.glob("*.ckpt")
     saved = torch.load(path, weights_only=False)
     assert "C4DataModule" in saved and saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
 
     dm = make_dm(c4_dir, tokenizer_path, num_workers)
     run_c = TinyLM(dm.vocab_size, stepping_batches)
-    make_trainer(2 * N, max_epochs).fit(run_c, dm, ckpt_path=path)
+    make_trainer(2 * N, max_epochs, tmp_path / "c").fit(run_c, dm, ckpt_path=path)
 
     assert all(torch.equal(a, b) for a, b in zip(run_a.seen[:N], run_b.seen, strict=True))
     assert len(run_c.seen) == N
