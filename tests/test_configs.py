@@ -19,8 +19,10 @@ from motlab.stats import model_stats
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 REPO = Path(__file__).resolve().parents[1]
-OVERLAYS = {"tiny.yaml", "fsdp.yaml"}  # applied on top of an experiment config
+OVERLAYS = {"tiny.yaml", "fsdp.yaml", "mot_switch.yaml"}  # applied on top of an experiment config
 CONFIGS = sorted(p.name for p in (REPO / "conf").glob("*.yaml") if p.name not in OVERLAYS)
+STAGE_TWO = {"transition.yaml"}  # transition tuning, stage 2: its own, shorter schedule
+PAPER_RUNS = sorted(set(CONFIGS) - STAGE_TWO)
 
 COMMON_TAGS = {
     "train/loss",
@@ -54,6 +56,12 @@ ROUTING_TAGS = {
         "routing/block1/tokens_per_expert_max_over_mean",
         "routing/block1/tokens_per_expert_min_over_mean",
     },
+    "transition.yaml": {
+        "train/aux_loss",
+        "routing/block1/load_balancing_loss",
+        "routing/block1/dropped_fraction",
+        "routing/block1/tokens_per_expert_cv",
+    },
     "expert_choice.yaml": {
         "routing/block1/gate_mean",
         "routing/block1/gate_std",
@@ -77,7 +85,7 @@ def test_every_config_has_a_routing_tag_set():
     assert set(CONFIGS) == set(ROUTING_TAGS)
 
 
-@pytest.mark.parametrize("conf", CONFIGS)
+@pytest.mark.parametrize("conf", PAPER_RUNS)
 def test_config_is_the_papers_recipe(conf, capsys):
     cfg = print_config(capsys, "--config", str(REPO / "conf" / conf))
     trainer, model, data = cfg["trainer"], cfg["model"], cfg["data"]
@@ -98,6 +106,25 @@ def test_config_is_the_papers_recipe(conf, capsys):
     if conf in PAPER_PARAMS:
         total = model_stats(net).total_params
         assert total == pytest.approx(PAPER_PARAMS[conf], rel=2e-3)
+
+
+def test_transition_configs(capsys):
+    stage2 = print_config(capsys, "--config", str(REPO / "conf/transition.yaml"))
+    assert stage2["trainer"]["max_steps"] == 15_000  # the paper's 150K + 15K
+    assert stage2["model"]["net"]["ffn"]["variant"] == "token_choice"
+    assert stage2["model"]["optim"]["warmup_steps"] == 500
+    net = GPTConfig(**stage2["model"]["net"])
+    mot = GPTConfig(**print_config(capsys, "--config", str(REPO / "conf/mot.yaml"))["model"]["net"])
+    assert net.ffn.expert_size(2048) == mot.ffn.expert_size(2048)  # the MoT's experts, as they are
+    switch = print_config(
+        capsys,
+        "--config",
+        str(REPO / "conf/mot.yaml"),
+        "--config",
+        str(REPO / "conf/mot_switch.yaml"),
+    )
+    assert switch["model"]["switch_to_token_choice_at"] == 150_000
+    assert switch["trainer"]["max_steps"] == 165_000
 
 
 def test_routed_configs_match_the_paper(capsys):
@@ -148,6 +175,18 @@ def test_config_runs_tiny_and_logs(conf, c4_dir, tokenizer_path, tmp_path, monke
     assert (run_dir / "config.yaml").is_file()
     if conf == "dense.yaml":
         assert not any(t.startswith("routing/") for t in tags)
+
+
+def test_switch_overlay_runs_tiny(c4_dir, tokenizer_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = _tiny_fit(
+        "mot.yaml", c4_dir, tokenizer_path, "--config", str(REPO / "conf/mot_switch.yaml"),
+        "--trainer.max_steps", "4", "--model.switch_to_token_choice_at", "2",
+    )  # fmt: skip
+    assert cli.trainer.global_step == 4
+    tags = _tags(tmp_path / "runs/mot/version_0")
+    assert {"val/mot/loss", "val/token_choice/loss", "routing/block1/merge_entropy",
+            "routing/block1/dropped_fraction"} <= tags  # fmt: skip
 
 
 def test_bf16_true_runs_on_cpu(c4_dir, tokenizer_path, tmp_path, monkeypatch):
