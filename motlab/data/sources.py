@@ -153,15 +153,9 @@ class ParquetFile(DocFile):
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
         import pyarrow.parquet as pq
 
-        i = 0
-        for batch in pq.ParquetFile(self.name).iter_batches(batch_size=1024, columns=[text_field]):
-            for value in batch.column(0).to_pylist():
-                if i % stride == offset:
-                    if isinstance(value, str):
-                        yield i, value, None
-                    else:
-                        yield i, None, f"{text_field!r} is {type(value).__name__}, not a string"
-                i += 1
+        batches = pq.ParquetFile(self.name).iter_batches(batch_size=1024, columns=[text_field])
+        values = (value for batch in batches for value in batch.column(0).to_pylist())
+        yield from _texts(values, text_field, stride, offset)
 
 
 @dataclass(frozen=True)
@@ -178,17 +172,25 @@ class HubShard(DocFile):
 
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
         shard = self.dataset.shard(num_shards=self.dataset.num_shards, index=self.index)
-        i = 0
-        for batch in shard.iter(batch_size=256):
-            if text_field not in batch:
-                raise KeyError(f"{self.name}: no {text_field!r} column (has {sorted(batch)})")
-            for value in batch[text_field]:
-                if i % stride == offset:
-                    if isinstance(value, str):
-                        yield i, value, None
-                    else:
-                        yield i, None, f"{text_field!r} is {type(value).__name__}, not a string"
-                i += 1
+
+        def values() -> Iterator[Any]:
+            for batch in shard.iter(batch_size=256):
+                if text_field not in batch:
+                    raise KeyError(f"{self.name}: no {text_field!r} column (has {sorted(batch)})")
+                yield from batch[text_field]
+
+        yield from _texts(values(), text_field, stride, offset)
+
+
+def _texts(values: Iterator[Any], text_field: str, stride: int, offset: int) -> Iterator[Record]:
+    """Records ``(index, text, problem)`` of every ``stride``-th value from ``offset``."""
+    for i, value in enumerate(values):
+        if i % stride != offset:
+            continue
+        if isinstance(value, str):
+            yield i, value, None
+        else:
+            yield i, None, f"{text_field!r} is {type(value).__name__}, not a string"
 
 
 def _as_doc_file(path: str) -> DocFile:

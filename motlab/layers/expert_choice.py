@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
-from motlab.layers.experts import Experts
+from motlab.layers.experts import Experts, top_k_expert_size
 
 
 @dataclass
@@ -53,11 +53,7 @@ class ExpertChoiceConfig:
         self.expert_size(d_ff)
 
     def expert_size(self, d_ff: int) -> int:
-        if self.d_expert is not None:
-            return self.d_expert
-        if d_ff % self.top_k:
-            raise ValueError(f"expert choice: top_k ({self.top_k}) must divide d_ff ({d_ff})")
-        return d_ff // self.top_k
+        return top_k_expert_size(d_ff, self.top_k, self.d_expert, "expert choice")
 
 
 class ExpertChoice(nn.Module):

@@ -47,3 +47,15 @@ class Experts(nn.Module):
         """Apply expert e to row block e: (E, M, D) → (E, M, D)."""
         h_EMF = F.relu(torch.bmm(x_EMD, self.w1))  # bmm follows autocast (bf16 on GPU)
         return torch.bmm(h_EMF, self.w2)
+
+
+def top_k_expert_size(d_ff: int, top_k: int, d_expert: int | None, variant: str) -> int:
+    """Expert size F of a top-k routed layer: ``d_expert``, else FLOP-matched ``d_ff / top_k``.
+
+    A token then costs k experts × F = d_ff hidden units, as in the dense layer.
+    """
+    if d_expert is not None:
+        return d_expert
+    if d_ff % top_k:
+        raise ValueError(f"{variant}: top_k ({top_k}) must divide d_ff ({d_ff}), or set d_expert")
+    return d_ff // top_k
