@@ -1,0 +1,50 @@
+"""Markdown table of throughput JSON lines, with ratios measured within the same run.
+
+    python benchmarks/summarize.py results.jsonl
+
+"vs dense" divides by the dense result of the same loop; "motlab / bare" divides the Lightning
+result by the bare loop on the same config and data setting (1.0 = no framework cost).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _key(r: dict) -> str:
+    name = r["variant"] if r.get("n_experts") in (None, 32) else f"{r['variant']}/{r['n_experts']}E"
+    return name
+
+
+def main(path: str) -> None:
+    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    failed = [r for r in rows if "failed" in r]
+    rows = [r for r in rows if "failed" not in r]
+    bare = {(_key(r), r["synthetic"]): r for r in rows if r["loop"] == "bare"}
+    dense = {r["loop"]: r for r in rows if r["variant"] == "dense" and r["synthetic"]}
+    print("| variant | loop | data | tokens/s | step ms | vs dense | motlab / bare | mfu |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        base = dense.get(r["loop"])
+        vs_dense = (
+            f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}" if base and r["synthetic"] else ""
+        )
+        pair = bare.get((_key(r), r["synthetic"]))
+        vs_bare = (
+            f"{r['tokens_per_s'] / pair['tokens_per_s']:.2f}"
+            if r["loop"] == "lightning" and pair
+            else ""
+        )
+        mfu = f"{r['mfu']:.3f}" if r.get("mfu") is not None else "–"
+        data = "synthetic" if r["synthetic"] else "C4 stream"
+        print(
+            f"| {_key(r)} | {r['loop']} | {data} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} "
+            f"| {vs_dense} | {vs_bare} | {mfu} |"
+        )
+    for r in failed:
+        print(f"\nfailed: {r['failed']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
