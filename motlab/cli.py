@@ -43,6 +43,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from motlab.callbacks import ProgressBar, RunCheckpoint, SpeedMonitor
 from motlab.checkpoint import config_to_dict, net_config_mismatch
 from motlab.config import GPTConfig
+from motlab.data.sources import check_hub
 from motlab.lit import LitLM
 from motlab.transition import convert_config
 
@@ -125,6 +126,13 @@ class MotCLI(LightningCLI):
             if not any(isinstance(cb, BaseProgressBar) for cb in callbacks):
                 kwargs["callbacks"] = [*callbacks, ProgressBar()]
         return super().instantiate_trainer(**kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        """Fail on an unreachable hub in seconds, before the model is built."""
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        data = config.get("data")
+        if data is not None and data.get("path") is None and data.get("train_files") is None:
+            check_hub(data.get("hub_dataset", "allenai/c4"), data.get("hub_config", "en"), "train")
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is not None and self.datamodule is not None:

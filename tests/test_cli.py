@@ -148,3 +148,19 @@ def test_python_dash_m_motlab(tmp_path):
 def test_console_script_is_the_cli():
     scripts = entry_points(group="console_scripts")
     assert [ep.value for ep in scripts if ep.name == "motlab"] == ["motlab.cli:main"]
+
+
+def test_unreachable_hub_fails_before_the_model_is_built(tokenizer_path, monkeypatch):
+    """conf/mot.yaml streams C4 from the hub; offline, the CLI says how to use local files
+    before it builds (and compiles) a 337M-parameter model."""
+    import motlab.lit
+    from motlab.data import HubUnreachableError
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the model was built before the hub was checked")
+
+    monkeypatch.setattr(motlab.lit, "GPT", must_not_build)
+    with pytest.raises(HubUnreachableError, match=r"--data\.path DIR"):
+        cli_main(
+            ["fit", "--config", str(CONF / "mot.yaml"), "--data.tokenizer", str(tokenizer_path)]
+        )

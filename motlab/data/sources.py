@@ -305,6 +305,16 @@ def connection_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def check_hub(dataset: str, config: str, split: str) -> None:
+    """Raise :class:`HubUnreachableError` within seconds if the hub cannot be reached."""
+    reason = probe_hub()
+    if reason is not None:
+        raise HubUnreachableError(
+            f"cannot stream {dataset!r} (config {config!r}, split {split!r}) from the Hugging "
+            f"Face hub: {reason}. " + OFFLINE_HINT.format(config=config)
+        )
+
+
 def hub_files(dataset: str, config: str, split: str) -> list[DocFile]:
     """Stream ``dataset``/``config``/``split`` from the hub with ``datasets``, one entry per file.
 
@@ -312,12 +322,7 @@ def hub_files(dataset: str, config: str, split: str) -> list[DocFile]:
     cannot be reached.
     """
     where = f"{dataset!r} (config {config!r}, split {split!r})"
-    reason = probe_hub()
-    if reason is not None:
-        raise HubUnreachableError(
-            f"cannot stream {where} from the Hugging Face hub: {reason}. "
-            + OFFLINE_HINT.format(config=config)
-        )
+    check_hub(dataset, config, split)
     import datasets
 
     try:
