@@ -125,7 +125,12 @@ class MotCLI(LightningCLI):
             callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
             if not any(isinstance(cb, BaseProgressBar) for cb in callbacks):
                 kwargs["callbacks"] = [*callbacks, ProgressBar()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if not trainer.loggers:  # --trainer.logger false: nothing to monitor the LR into
+            trainer.callbacks = [
+                cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
+            ]
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         """Fail on an unreachable hub in seconds, before the model is built."""

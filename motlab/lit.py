@@ -119,7 +119,16 @@ class LitLM(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        self.check_batch_size(getattr(datamodule, "batch_size", None))
+        batch_size = getattr(datamodule, "batch_size", None)
+        self.check_batch_size(batch_size)
+        if stage == "fit" and batch_size is not None:
+            trainer = self.trainer
+            total = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+            rank_zero_info(
+                f"global batch: {total} sequences per optimiser step = data.batch_size "
+                f"{batch_size} × {trainer.world_size} devices × "
+                f"{trainer.accumulate_grad_batches} accumulated (the paper: 256)"
+            )
         if self.init_from and self.trainer.ckpt_path is None and self._initialised_from is None:
             self.init_weights_from(self.init_from)
             self._initialised_from = self.init_from

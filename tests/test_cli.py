@@ -164,3 +164,14 @@ def test_unreachable_hub_fails_before_the_model_is_built(tokenizer_path, monkeyp
         cli_main(
             ["fit", "--config", str(CONF / "mot.yaml"), "--data.tokenizer", str(tokenizer_path)]
         )
+
+
+def test_fit_without_a_logger(c4_dir, tokenizer_path, tmp_path, caplog):
+    """--trainer.logger false drops the learning-rate monitor instead of failing on it."""
+    cli = cli_main(
+        ["fit", "--config", str(CONF / "dense.yaml"), "--config", str(CONF / "tiny.yaml"),
+         *data_args(c4_dir, tokenizer_path), "--trainer.max_steps", "1",
+         "--trainer.logger", "false", "--checkpoint.dirpath", str(tmp_path)]
+    )  # fmt: skip
+    assert cli.trainer.global_step == 1 and not cli.trainer.loggers
+    assert (tmp_path / "last.ckpt").is_file()
