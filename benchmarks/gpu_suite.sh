@@ -29,6 +29,9 @@ run() {  # run CONFIG [extra args...]
     --data.tokenizer "$TOKENIZER" --data.path "$DATA" "$@" || echo "{\"failed\": \"$config $*\"}"
 }
 
+# GPU correctness first (bf16 + compile vs eager, fused AdamW); its report goes to stderr.
+[[ "$DEVICE" == cuda ]] && timeout 300 python3 -m pytest -q -m gpu tests/test_gpu.py >&2
+
 run conf/dense.yaml --synthetic --loop bare            # baseline: hand-written loop
 run conf/dense.yaml --synthetic
 run conf/mot.yaml --synthetic

@@ -1,0 +1,55 @@
+"""GPU checks (``python -m pytest -m gpu`` on a CUDA machine; skipped by default and on CPUs).
+
+bf16 autocast, ``torch.compile`` and fused AdamW only run their real kernels on a GPU: these
+tests compare them with the eager fp32 path there, with tolerances for bf16.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motlab.config import GPTConfig
+from motlab.layers import FFN_REGISTRY
+from motlab.model import GPT
+from motlab.optim import OptimConfig, build_optimizer
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+ROUTED = {
+    "mot": {"group_size": 8, "n_experts": 8},
+    "token_choice": {"n_experts": 8},
+    "expert_choice": {"group_size": 8, "n_experts": 8},
+}
+
+
+def _model(name: str) -> GPT:
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        size="mini", vocab_size=512, seq_len=64, ffn={"variant": name, **ROUTED.get(name, {})}
+    )
+    return GPT(cfg).cuda()
+
+
+@pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
+def test_compiled_bf16_matches_eager_fp32(name: str) -> None:
+    model = _model(name)
+    tokens = torch.randint(0, 512, (16, 64), device="cuda")
+    with torch.no_grad():
+        reference = model(tokens).float()
+        compiled = torch.compile(model.forward_with_aux)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, _ = compiled(tokens)
+    assert torch.allclose(logits.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_fused_adamw_is_used_on_cuda() -> None:
+    model = _model("mot")
+    optimizer, _ = build_optimizer(model, OptimConfig(), total_steps=10)
+    assert optimizer.defaults["fused"] is True
+    logits, aux = model.forward_with_aux(torch.randint(0, 512, (16, 64), device="cuda"))
+    (logits.float().logsumexp(-1).mean() + aux.total_loss()).backward()
+    optimizer.step()
