@@ -175,3 +175,13 @@ def test_fit_without_a_logger(c4_dir, tokenizer_path, tmp_path, caplog):
     )  # fmt: skip
     assert cli.trainer.global_step == 1 and not cli.trainer.loggers
     assert (tmp_path / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("command", ["compare", "zeroshot"])
+def test_analysis_commands_are_dispatched(command, capsys):
+    from motlab.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"motlab {command}" in capsys.readouterr().out
