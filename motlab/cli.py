@@ -45,7 +45,7 @@ from motlab.checkpoint import config_to_dict, net_config_mismatch
 from motlab.config import GPTConfig
 from motlab.data.sources import check_hub
 from motlab.lit import LitLM
-from motlab.transition import convert_config
+from motlab.transition import convert_config, saved_after_switch
 
 LATE_BOUND_NET_KEYS = ("vocab_size",)
 """``model.net`` keys bound at instantiation (from the tokenizer), absent from the parsed config."""
@@ -182,7 +182,10 @@ class MotCLI(LightningCLI):
             return
         if subcommand == "fit":
             current = _namespace_to_dict(config.model.net)
-            if _switched_in_run(config.model, saved):
+            current_variant = dict(current.get("ffn") or {}).get("variant", "dense")
+            saved_variant = dict(saved.get("ffn") or {}).get("variant", "dense")
+            switch_at = config.model.get("switch_to_token_choice_at")
+            if saved_after_switch(saved_variant, current_variant, switch_at):
                 # Saved after the in-run MoT → token-choice switch: compare with the switched net.
                 net = GPTConfig(**{k: v for k, v in current.items() if not k.startswith("_")})
                 current = config_to_dict(convert_config(net, config.model.transition_routing))
@@ -199,15 +202,6 @@ class MotCLI(LightningCLI):
                 config.model.net[key] = value
             if changed:
                 rank_zero_info(f"{subcommand}: model.net {changed} taken from {ckpt_path}")
-
-
-def _switched_in_run(model: Namespace, saved: dict[str, Any]) -> bool:
-    """Whether ``saved`` is the token-choice net an in-run switch makes of the configured MoT."""
-    return (
-        model.get("switch_to_token_choice_at") is not None
-        and dict(saved.get("ffn") or {}).get("variant") == "token_choice"
-        and dict(_namespace_to_dict(model.net).get("ffn") or {}).get("variant") == "mot"
-    )
 
 
 def find_last_checkpoint(config: Namespace) -> Path:

@@ -13,6 +13,30 @@ import torch
 from torch import Tensor
 
 
+def filler_rows(
+    n_rows: int,
+    length: int,
+    filler_FT: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    vocab_size: int | None = None,
+) -> Tensor:
+    """``n_rows`` filler rows of ``length`` tokens, (n_rows, length).
+
+    Taken in order (cycled, cut to ``length``) from ``filler_FT``, on its device; without it,
+    uniform random tokens below ``vocab_size``, on the CPU.
+    """
+    if filler_FT is not None:
+        if filler_FT.shape[1] < length:
+            raise ValueError(
+                f"filler rows have {filler_FT.shape[1]} tokens, need at least {length}"
+            )
+        idx = torch.arange(n_rows) % filler_FT.shape[0]
+        return filler_FT[idx, :length]
+    if vocab_size is None:
+        raise ValueError("filler rows need filler_FT or a vocab_size for random ones")
+    return torch.randint(vocab_size, (n_rows, length), generator=generator)
+
+
 def pad_with_filler(
     tokens_RT: Tensor,
     group_size: int,
@@ -22,21 +46,11 @@ def pad_with_filler(
 ) -> tuple[Tensor, int]:
     """Return a batch (B, T) whose first R rows are ``tokens_RT``, B the next multiple of G.
 
-    ``filler_FT`` supplies the extra rows (cycled, cut to length T, taken in order); without it,
-    uniform random tokens below ``vocab_size`` are used. Returns the batch and R.
+    The extra rows come from :func:`filler_rows`. Returns the batch and R.
     """
     R, T = tokens_RT.shape
     B = -(-R // group_size) * group_size
     if B == R:
         return tokens_RT, R
-    n_fill = B - R
-    if filler_FT is not None:
-        if filler_FT.shape[1] < T:
-            raise ValueError(f"filler rows have {filler_FT.shape[1]} tokens, need at least {T}")
-        idx = torch.arange(n_fill) % filler_FT.shape[0]
-        fill_NT = filler_FT[idx, :T].to(tokens_RT.device)
-    else:
-        if vocab_size is None:
-            raise ValueError("pad_with_filler needs filler rows or a vocab_size for random ones")
-        fill_NT = torch.randint(vocab_size, (n_fill, T), generator=generator).to(tokens_RT.device)
-    return torch.cat([tokens_RT, fill_NT.to(tokens_RT.dtype)]), R
+    fill_NT = filler_rows(B - R, T, filler_FT, generator, vocab_size)
+    return torch.cat([tokens_RT, fill_NT.to(tokens_RT.device, tokens_RT.dtype)]), R

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from motlab.filler import pad_with_filler
+from motlab.filler import filler_rows
 from motlab.model import GPT
 
 
@@ -41,14 +41,9 @@ def generate(
         # One filler block, long enough for the whole decode, fixed for every step so the
         # filler rows stay the same sequences as the real rows grow.
         total = tokens_BT.shape[1] + max_new_tokens
-        padded, _ = pad_with_filler(
-            torch.zeros(R, total, dtype=torch.long),
-            G,
-            filler_FT=filler_FT,
-            generator=generator,
-            vocab_size=model.cfg.vocab_size,
-        )
-        filler = padded[R:].to(device)
+        n_fill = -(-R // G) * G - R
+        filler = filler_rows(n_fill, total, filler_FT, generator, model.cfg.vocab_size)
+        filler = filler.to(device) if n_fill else None
     for _ in range(max_new_tokens):
         context_BT = tokens_BT[:, -model.cfg.seq_len :]
         if filler is not None:

@@ -31,6 +31,7 @@ from motlab.transition import (
     convert_config,
     discrete_mot,
     routing_mode,
+    saved_after_switch,
     switch_in_place,
 )
 
@@ -230,9 +231,9 @@ class LitLM(pl.LightningModule):
     def forward(self, tokens_BT: Tensor) -> Tensor:
         return self.net(tokens_BT)
 
-    def _cross_entropy(self, batch: Tensor) -> tuple[Tensor, Aux]:
+    def _cross_entropy(self, batch: Tensor, forward: Any = None) -> tuple[Tensor, Aux]:
         inputs_BT, targets_BT = batch[:, :-1], batch[:, 1:]
-        logits_BTV, aux = self._forward(inputs_BT)
+        logits_BTV, aux = (forward or self._forward)(inputs_BT)
         # fp32 loss also under bf16-true (autocast does the same for bf16-mixed).
         ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())
         return ce, aux
@@ -272,11 +273,9 @@ class LitLM(pl.LightningModule):
         ce, _ = self._cross_entropy(batch)
         self.val_loss.update(ce, weight=batch[:, 1:].numel())
         if self.discrete_eval and routing_mode(self.net) == "mot":
-            with discrete_mot(self.net):
-                inputs_BT, targets_BT = batch[:, :-1], batch[:, 1:]
-                logits_BTV, _ = self.net.forward_with_aux(inputs_BT)  # eager: a rare diagnostic
-                ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())
-            self.val_discrete_loss.update(ce, weight=targets_BT.numel())
+            with discrete_mot(self.net):  # eager: a rare diagnostic, not worth a recompile
+                ce, _ = self._cross_entropy(batch, forward=self.net.forward_with_aux)
+            self.val_discrete_loss.update(ce, weight=batch[:, 1:].numel())
 
     def on_validation_epoch_end(self) -> None:
         mode = routing_mode(self.net)
@@ -359,11 +358,8 @@ class LitLM(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("net_config") or checkpoint.get("hyper_parameters", {}).get("net")
-        if (
-            saved is not None
-            and self.switch_at is not None
-            and _variant_of(saved) == "token_choice"
-            and routing_mode(self.net) == "mot"
+        if saved is not None and saved_after_switch(
+            _variant_of(saved), routing_mode(self.net), self.switch_at
         ):
             # Saved after the in-run switch: switch first, then Lightning loads the weights.
             switch_in_place(self.net, self.transition_routing)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from motlab.config import GPTConfig
@@ -92,10 +93,17 @@ def check_switch(cfg: GPTConfig, at_step: int, spec: dict[str, Any] | None) -> G
     return convert_config(cfg, spec)
 
 
+def saved_after_switch(saved_variant: str, current_variant: str, switch_at: int | None) -> bool:
+    """Whether a checkpoint of ``saved_variant`` is what the configured in-run switch makes of
+    the ``current_variant`` model (token choice saved, MoT configured, a switch step set)."""
+    return switch_at is not None and saved_variant == "token_choice" and current_variant == "mot"
+
+
 def _token_choice_on(mot: MoT, cfg: GPTConfig) -> TokenChoice:
     experts = mot.experts
     assert isinstance(cfg.ffn, TokenChoiceConfig) and cfg.d_model and cfg.d_ff
-    layer = TokenChoice(cfg.d_model, cfg.d_ff, cfg.ffn)
+    with torch.device("meta"):  # its own experts would be thrown away: allocate nothing
+        layer = TokenChoice(cfg.d_model, cfg.d_ff, cfg.ffn)
     layer.experts = experts  # the same module and Parameters, not copies
     return layer
 
