@@ -18,13 +18,14 @@ def _key(r: dict) -> str:
 
 
 def main(path: str) -> None:
-    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
-    failed = [r for r in rows if "failed" in r]
-    rows = [r for r in rows if "failed" not in r]
+    lines = [json.loads(line) for line in open(path) if line.startswith("{")]
+    rows = [r for r in lines if "tokens_per_s" in r]
+    others = [r for r in lines if "tokens_per_s" not in r]  # {"failed": ...}, {"skipped": ...}
     bare = {(_key(r), r["synthetic"]): r for r in rows if r["loop"] == "bare"}
     dense = {r["loop"]: r for r in rows if r["variant"] == "dense" and r["synthetic"]}
-    print("| variant | loop | data | tokens/s | step ms | vs dense | motlab / bare | mfu |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    columns = ("variant", "loop", "data", "tokens/s", "step ms", "vs dense", "motlab / bare")
+    print("| " + " | ".join(columns) + " | mfu | peak GiB |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         base = dense.get(r["loop"])
         vs_dense = (
@@ -37,13 +38,16 @@ def main(path: str) -> None:
             else ""
         )
         mfu = f"{r['mfu']:.3f}" if r.get("mfu") is not None else "–"
+        mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") is not None else "–"
         data = "synthetic" if r["synthetic"] else "C4 stream"
         print(
             f"| {_key(r)} | {r['loop']} | {data} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} "
-            f"| {vs_dense} | {vs_bare} | {mfu} |"
+            f"| {vs_dense} | {vs_bare} | {mfu} | {mem} |"
         )
-    for r in failed:
-        print(f"\nfailed: {r['failed']}")
+    for r in others:
+        what = "failed" if "failed" in r else "skipped"
+        reason = f" ({r['reason']})" if "reason" in r else ""
+        print(f"\n{what}: {r.get(what, r)}{reason}")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ class SpeedMonitor(pl.Callback):
         elapsed = time.perf_counter() - self._window_start
         per_device = self._window_tokens / max(elapsed, 1e-9)
         log = dict(on_step=True, on_epoch=False, rank_zero_only=True)
-        pl_module.log("perf/tokens_per_sec", per_device * trainer.world_size, prog_bar=True, **log)
+        pl_module.log("perf/tokens_per_sec", per_device * trainer.world_size, **log)
         pl_module.log("perf/tokens_per_sec_per_device", per_device, **log)
         pl_module.log("perf/tokens_seen", float(trainer.global_step * self._tokens_per_step), **log)
         if self.peak_flops:
@@ -111,17 +111,33 @@ class SpeedMonitor(pl.Callback):
 
 
 class ProgressBar(TQDMProgressBar):
-    """TQDM bar showing ``loss``, ``tok/s`` and ``val_loss`` (no ``v_num``)."""
+    """TQDM bar showing ``loss``, ``tok/s`` and ``val_loss`` (no ``v_num``).
 
-    RENAME = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s", "val/loss": "val_loss"}
+    The training values are read from the logged metrics at logging steps only, and shown until
+    the next one. Lightning would otherwise turn every progress-bar tensor into a Python number
+    after every batch, a host-device sync per step that stalls the GPU's queue.
+    """
+
+    SHOWN = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s"}
+    """Metrics logged without ``prog_bar`` that the bar shows, and their labels."""
+    RENAME = {"val/loss": "val_loss"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: dict[str, Any] = {}
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        out: dict[str, Any] = {}
+        n = trainer.log_every_n_steps
+        if trainer.training and n > 0 and trainer.global_step % n == 0:  # just logged
+            logged = trainer.callback_metrics
+            for key, label in self.SHOWN.items():
+                if key in logged:
+                    value = float(logged[key])
+                    self._shown[label] = f"{value:.3g}" if label == "tok/s" else value
+        out = dict(self._shown)
         for key, value in metrics.items():
-            if key == "perf/tokens_per_sec" and isinstance(value, (int, float)):
-                value = f"{value:.3g}"
             out[self.RENAME.get(key, key)] = value
         return out
 

@@ -98,10 +98,11 @@ class LitLM(pl.LightningModule):
         self.discrete_eval = discrete_eval
         self._forward = self.net.forward_with_aux
         self._initialised_from: str | None = None
-        self.train_loss = MeanMetric(dist_sync_on_step=True)  # per step, averaged over ranks
-        self.val_loss = MeanMetric()
-        self.val_discrete_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # NaN propagates (a diverged model must not report the mean of its finite batches), and
+        # without the NaN check each update is free of a host-device sync.
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.val_discrete_loss = MeanMetric(nan_strategy="disable")
+        self.test_loss = MeanMetric(nan_strategy="disable")
 
     # ----------------------------------------------------------------------------------- setup
 
@@ -241,18 +242,24 @@ class LitLM(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         ce, aux = self._cross_entropy(batch)
         aux_loss = aux.total_loss()
-        loss = ce + aux_loss
-        ce_all_ranks = self.train_loss(ce.detach())
-        self.log("train/loss", ce_all_ranks, prog_bar=True)
-        self.log("train/ppl", ce_all_ranks.exp())
-        if aux.losses:
-            self.log("train/aux_loss", aux_loss.detach(), sync_dist=True)
         if self._is_log_step():
-            self._log_routing(aux)
-        return loss
+            self._log_train(ce, aux_loss, aux)
+        return ce + aux_loss
 
-    def on_train_epoch_start(self) -> None:
-        self.train_loss.reset()
+    def _log_train(self, ce: Tensor, aux_loss: Tensor, aux: Aux) -> None:
+        """``train/loss`` (CE), ``/ppl``, ``/aux_loss`` and routing statistics, rank-averaged.
+
+        Only at logging steps: Lightning turns every logged progress-bar tensor into a Python
+        number after every batch, and each such read waits for the GPU to drain its queue. Logging
+        at the steps Lightning writes keeps the steps in between free of host-device syncs.
+        """
+        reduce = self.trainer.strategy.reduce  # all-reduces in place: give it copies
+        ce_mean = reduce(ce.detach().clone(), reduce_op="mean")
+        self.log("train/loss", ce_mean)  # shown by motlab's ProgressBar, read at logging steps
+        self.log("train/ppl", ce_mean.exp())
+        if aux.losses:
+            self.log("train/aux_loss", reduce(aux_loss.detach().clone(), reduce_op="mean"))
+        self._log_routing(aux)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.switch_at is not None and self.global_step >= self.switch_at:

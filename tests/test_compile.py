@@ -1,4 +1,8 @@
-"""The compiled model computes what the eager model computes (outputs, aux, gradients)."""
+"""The compiled model computes what the eager model computes (outputs, aux, gradients).
+
+Compiled with ``fullgraph=True``: every variant must trace as one graph, because a graph break
+splits the GPU step into pieces with Python (and often a host-device sync) in between.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ def test_compiled_matches_eager(name: str) -> None:
     model.zero_grad()
 
     torch._dynamo.reset()
-    compiled = torch.compile(model.forward_with_aux)
+    compiled = torch.compile(model.forward_with_aux, fullgraph=True)  # one graph: no breaks
     logits_c, aux_c = compiled(tokens)
     (logits_c.square().mean() + aux_c.total_loss()).backward()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from motlab.config import GPTConfig
 from motlab.layers import FFN_REGISTRY
@@ -53,3 +54,32 @@ def test_fused_adamw_is_used_on_cuda() -> None:
     logits, aux = model.forward_with_aux(torch.randint(0, 512, (16, 64), device="cuda"))
     (logits.float().logsumexp(-1).mean() + aux.total_loss()).backward()
     optimizer.step()
+
+
+@pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
+def test_compiled_training_step_never_waits_for_the_gpu(name: str) -> None:
+    """Forward, backward, clipping, fused AdamW and the schedule only queue GPU work: any
+    synchronising call (``.item()``, ``nonzero``, a pageable copy) raises in this mode."""
+    model = _model(name)
+    forward = torch.compile(model.forward_with_aux)
+    optimizer, scheduler = build_optimizer(model, OptimConfig(), total_steps=10)
+    tokens = torch.randint(0, 512, (16, 65), device="cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, aux = forward(tokens[:, :-1])
+            ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+        (ce + aux.total_loss()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    step()  # compiled forward and backward, optimiser state created
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
