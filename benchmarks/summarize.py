@@ -3,7 +3,8 @@
     python benchmarks/summarize.py results.jsonl
 
 "vs dense" divides by the dense result of the same loop; "motlab / bare" divides the Lightning
-result by the bare loop on the same config and data setting (1.0 = no framework cost).
+result by the bare loop on the same config and data setting (1.0 = no framework cost); a dense
+``plain`` loop result (model compiled, loss eager) is compared with motlab's dense below the table.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def main(path: str) -> None:
             f"| {_key(r)} | {r['loop']} | {data} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} "
             f"| {vs_dense} | {vs_bare} | {mfu} | {mem} |"
         )
+    plain, ours = dense.get("plain"), dense.get("lightning")
+    if plain and ours:
+        ratio = ours["tokens_per_s"] / plain["tokens_per_s"]
+        print(f"\ndense, motlab / plain loop (model compiled, loss eager): {ratio:.2f}")
     for r in others:
         what = "failed" if "failed" in r else "skipped"
         reason = f" ({r['reason']})" if "reason" in r else ""

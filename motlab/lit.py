@@ -96,7 +96,7 @@ class LitLM(pl.LightningModule):
         self.switch_at = switch_to_token_choice_at
         self.transition_routing = transition_routing
         self.discrete_eval = discrete_eval
-        self._forward = self.net.forward_with_aux
+        self._loss = self._cross_entropy
         self._initialised_from: str | None = None
         # NaN propagates (a diverged model must not report the mean of its finite batches), and
         # without the NaN check each update is free of a host-device sync.
@@ -134,13 +134,18 @@ class LitLM(pl.LightningModule):
         if self.init_from and self.trainer.ckpt_path is None and self._initialised_from is None:
             self.init_weights_from(self.init_from)
             self._initialised_from = self.init_from
-        self._set_forward()
+        self._set_loss()
 
-    def _set_forward(self) -> None:
-        """Eager or compiled forward of the net as it is now (again after a routing switch)."""
-        self._forward = self.net.forward_with_aux
+    def _set_loss(self) -> None:
+        """Eager or compiled loss of the net as it is now (again after a routing switch).
+
+        The cross-entropy is compiled together with the model: fused with the output layer's
+        epilogue it reads the (B, T, V) logits once, instead of writing an fp32 copy and a
+        log-softmax of them (at V = 50,257 the largest tensors of the step).
+        """
+        self._loss = self._cross_entropy
         if self.compile_model:
-            self._forward = torch.compile(self.net.forward_with_aux)
+            self._loss = torch.compile(self._cross_entropy)
 
     def init_weights_from(self, path: str) -> None:
         """Copy the net weights of the checkpoint at ``path`` into ``self.net`` (strict).
@@ -232,15 +237,16 @@ class LitLM(pl.LightningModule):
     def forward(self, tokens_BT: Tensor) -> Tensor:
         return self.net(tokens_BT)
 
-    def _cross_entropy(self, batch: Tensor, forward: Any = None) -> tuple[Tensor, Aux]:
+    def _cross_entropy(self, batch: Tensor) -> tuple[Tensor, Aux]:
+        """Next-token cross-entropy (fp32) of the net on a (B, T + 1) batch, and its Aux."""
         inputs_BT, targets_BT = batch[:, :-1], batch[:, 1:]
-        logits_BTV, aux = (forward or self._forward)(inputs_BT)
+        logits_BTV, aux = self.net.forward_with_aux(inputs_BT)
         # fp32 loss also under bf16-true (autocast does the same for bf16-mixed).
         ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())
         return ce, aux
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        ce, aux = self._cross_entropy(batch)
+        ce, aux = self._loss(batch)
         aux_loss = aux.total_loss()
         if self._is_log_step():
             self._log_train(ce, aux_loss, aux)
@@ -270,18 +276,18 @@ class LitLM(pl.LightningModule):
         if routing_mode(self.net) not in ("mot", "mot_discrete"):
             return
         switch_in_place(self.net, self.transition_routing)
-        self._set_forward()
+        self._set_loss()
         rank_zero_info(
             f"step {self.global_step}: MoT switched to token choice "
             f"(model.switch_to_token_choice_at={self.switch_at}); optimiser state kept"
         )
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        ce, _ = self._cross_entropy(batch)
+        ce, _ = self._loss(batch)
         self.val_loss.update(ce, weight=batch[:, 1:].numel())
         if self.discrete_eval and routing_mode(self.net) == "mot":
             with discrete_mot(self.net):  # eager: a rare diagnostic, not worth a recompile
-                ce, _ = self._cross_entropy(batch, forward=self.net.forward_with_aux)
+                ce, _ = self._cross_entropy(batch)
             self.val_discrete_loss.update(ce, weight=batch[:, 1:].numel())
 
     def on_validation_epoch_end(self) -> None:
@@ -291,7 +297,7 @@ class LitLM(pl.LightningModule):
             self._log_eval("val", self.val_discrete_loss, mode="mot_discrete", plain=False)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        ce, _ = self._cross_entropy(batch)
+        ce, _ = self._loss(batch)
         self.test_loss.update(ce, weight=batch[:, 1:].numel())
 
     def on_test_epoch_end(self) -> None:
@@ -370,7 +376,7 @@ class LitLM(pl.LightningModule):
         ):
             # Saved after the in-run switch: switch first, then Lightning loads the weights.
             switch_in_place(self.net, self.transition_routing)
-            self._set_forward()
+            self._set_loss()
         if saved is not None:
             self.check_resume_config(saved)
         saved_optim = checkpoint.get("hyper_parameters", {}).get("optim")

@@ -11,6 +11,7 @@ import torch
 
 from motlab.config import GPTConfig
 from motlab.layers import FFN_REGISTRY
+from motlab.lit import LitLM
 from motlab.model import GPT
 
 SMALL = {
@@ -50,5 +51,31 @@ def test_compiled_matches_eager(name: str) -> None:
     for key in aux.stats:
         torch.testing.assert_close(aux_c.stats[key], aux.stats[key], rtol=1e-4, atol=1e-5)
     for n, p in model.named_parameters():
+        if n in eager_grads:
+            torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+def test_compiled_training_loss_matches_eager() -> None:
+    """``model.compile`` compiles the cross-entropy with the model; it must equal the eager loss."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        size=None, d_model=32, d_ff=64, n_layers=2, n_heads=2, vocab_size=100, seq_len=16,
+        ffn={"variant": "mot", **SMALL["mot"]},
+    )  # fmt: skip
+    lit = LitLM(cfg, compile=True)
+    batch = torch.randint(0, 100, (8, 17))
+
+    ce, _ = lit._cross_entropy(batch)
+    ce.backward()
+    eager_grads = {n: p.grad.clone() for n, p in lit.named_parameters() if p.grad is not None}
+    lit.zero_grad()
+
+    torch._dynamo.reset()
+    lit._set_loss()
+    ce_c, _ = lit._loss(batch)
+    ce_c.backward()
+
+    torch.testing.assert_close(ce_c, ce, rtol=1e-5, atol=1e-6)
+    for n, p in lit.named_parameters():
         if n in eager_grads:
             torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-3, atol=1e-5, msg=n)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from motlab.config import GPTConfig
 from motlab.layers import FFN_REGISTRY
+from motlab.lit import LitLM
 from motlab.model import GPT
 from motlab.optim import OptimConfig, build_optimizer
 
@@ -58,19 +58,19 @@ def test_fused_adamw_is_used_on_cuda() -> None:
 
 @pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
 def test_compiled_training_step_never_waits_for_the_gpu(name: str) -> None:
-    """Forward, backward, clipping, fused AdamW and the schedule only queue GPU work: any
-    synchronising call (``.item()``, ``nonzero``, a pageable copy) raises in this mode."""
-    model = _model(name)
-    forward = torch.compile(model.forward_with_aux)
-    optimizer, scheduler = build_optimizer(model, OptimConfig(), total_steps=10)
+    """motlab's compiled loss (model + cross-entropy), backward, clipping, fused AdamW and the
+    schedule only queue GPU work: any synchronising call (``.item()``, ``nonzero``, a pageable
+    copy) raises in this mode."""
+    lit = LitLM(_model(name).cfg, compile=True).cuda()
+    lit._set_loss()
+    optimizer, scheduler = build_optimizer(lit.net, OptimConfig(), total_steps=10)
     tokens = torch.randint(0, 512, (16, 65), device="cuda")
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits, aux = forward(tokens[:, :-1])
-            ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+            ce, aux = lit._loss(tokens)
         (ce + aux.total_loss()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        torch.nn.utils.clip_grad_norm_(lit.net.parameters(), 0.5)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

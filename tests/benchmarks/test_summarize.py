@@ -25,6 +25,7 @@ def test_ratios_and_unfinished_items(tmp_path: Path) -> None:
         _result("mot", "lightning", 931.0, n_experts=32),
         _result("mot", "lightning", 760.0, n_experts=512),
         _result("dense", "lightning", 900.0, synthetic=False),
+        _result("dense", "plain", 800.0),
         {"failed": "conf/token_choice.yaml --synthetic"},
         {"skipped": "conf/expert_choice.yaml --synthetic", "reason": "BUDGET_S=540 spent"},
     ]
@@ -40,5 +41,6 @@ def test_ratios_and_unfinished_items(tmp_path: Path) -> None:
     assert rows[2][0] == "mot" and rows[2][5] == "0.98"  # vs the Lightning dense row
     assert rows[3][0] == "mot/512E" and rows[3][5] == "0.80"
     assert rows[4][2] == "C4 stream" and rows[4][5] == "" and rows[4][6] == ""
+    assert "dense, motlab / plain loop (model compiled, loss eager): 1.19" in out
     assert "failed: conf/token_choice.yaml --synthetic" in out
     assert "skipped: conf/expert_choice.yaml --synthetic (BUDGET_S=540 spent)" in out

@@ -28,7 +28,7 @@ KEYS = {
 }
 
 
-@pytest.mark.parametrize("loop,synthetic", [("lightning", False), ("bare", True)])
+@pytest.mark.parametrize("loop,synthetic", [("lightning", False), ("bare", True), ("plain", True)])
 def test_throughput_prints_json(loop, synthetic, c4_dir, tokenizer_path) -> None:
     cmd = [
         sys.executable,
