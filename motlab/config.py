@@ -40,6 +40,10 @@ class GPTConfig:
     """Attention heads."""
     vocab_size: int = 50257
     """Vocabulary size V; the CLI binds it from the data module's tokenizer."""
+    pad_vocab_to_multiple_of: int = 64
+    """Embedding and output-layer rows are rounded up to a multiple of this (50,257 → 50,304);
+    the logits are cut back to ``vocab_size``. An odd row count leaves the output layer's bf16
+    matmuls, the largest of a medium model, with unaligned shapes on GPUs. 1 = no padding."""
     seq_len: int = 256
     """Context length (size of the learned position embedding)."""
     ffn: dict[str, Any] | FFNConfig = field(default_factory=lambda: {"variant": "dense"})
@@ -63,9 +67,20 @@ class GPTConfig:
         missing = [k for k in sizes if getattr(self, k) is None]
         if missing:
             raise ValueError(f"GPTConfig needs {missing}: set them or choose a size preset")
+        if self.pad_vocab_to_multiple_of < 1:
+            raise ValueError(
+                "model.net.pad_vocab_to_multiple_of must be >= 1 (1 = no padding), got "
+                f"{self.pad_vocab_to_multiple_of}"
+            )
         self.ffn = ffn_config(self.ffn)
         if self.routed_blocks() and hasattr(self.ffn, "validate"):
             self.ffn.validate(self.d_ff)  # e.g. FLOP matching needs E | G·d_ff
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding and the output layer (``vocab_size`` rounded up)."""
+        m = self.pad_vocab_to_multiple_of
+        return -(-self.vocab_size // m) * m
 
     def routed_blocks(self) -> list[int]:
         """Indices of the blocks whose feed-forward is ``ffn``; the others are dense."""

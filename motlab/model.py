@@ -1,6 +1,7 @@
 """The GPT decoder: embeddings, pre-norm blocks, and a head (METHOD.md §1).
 
-Shape legend: B batch, T position, D d_model, V vocabulary.
+Shape legend: B batch, T position, D d_model, V vocabulary, P padded vocabulary (V rounded up:
+``GPTConfig.pad_vocab_to_multiple_of``).
 
 Training concerns (losses, optimisers, logging) live in ``motlab.lit``; this file only maps
 tokens to logits and hands back what the feed-forward layers report.
@@ -9,6 +10,7 @@ tokens to logits and hands back what the feed-forward layers report.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from motlab.config import GPTConfig
@@ -41,11 +43,11 @@ class GPT(nn.Module):
         super().__init__()
         assert cfg.d_model and cfg.n_layers
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.tok_emb = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model) if cfg.final_norm else nn.Identity()
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # untied from tok_emb
+        self.head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)  # untied from tok_emb
         # Embeddings: N(0, 0.02) as GPT-2 (a choice; the fan-in rule has no meaning for lookups).
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
@@ -62,8 +64,19 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x_BTD, block_aux = block(x_BTD)
             aux.add(f"block{i}/", block_aux)
-        logits_BTV = self.head(self.ln_f(x_BTD))
-        return logits_BTV, aux
+        return self._logits(self.ln_f(x_BTD)), aux
+
+    def _logits(self, x_BTD: Tensor) -> Tensor:
+        """Logits over the real vocabulary: the padding rows never take probability.
+
+        Compiled, the head multiplies by all P rows (aligned shapes) and the compiler fuses the
+        cut into the loss. Eager, cutting (B, T, P) logits would cost copies of the largest
+        tensor of the step, so only the V real rows of the weight are used.
+        """
+        V = self.cfg.vocab_size
+        if torch.compiler.is_compiling():
+            return self.head(x_BTD)[..., :V]
+        return F.linear(x_BTD, self.head.weight[:V])
 
     def forward(self, tokens_BT: Tensor) -> Tensor:
         """Logits only: the public inference API (``motlab.load_model(path)(tokens)``)."""

@@ -6,7 +6,8 @@ router plus its k experts; for MoT and expert choice, whose experts process mixt
 a group, the expert parameters in proportion to the compute one token costs (E·c / G experts'
 worth, c = 1 mixed token for MoT). FLOPs are for training (forward + backward = 3 × forward,
 2 FLOPs per multiply-add) and include attention scores (PaLM's 12·L·D·T convention, no causal
-discount) and MoT's mixing matmuls.
+discount) and MoT's mixing matmuls. The embedding and the head count at the padded vocabulary
+size (``GPTConfig.padded_vocab_size``): what is built and computed.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _ffn_counts(cfg: FFNConfig, d_model: int, d_ff: int) -> tuple[int, float, fl
 
 def model_stats(cfg: GPTConfig) -> ModelStats:
     """Total and active parameters and training FLOPs per token of the model ``cfg`` builds."""
-    D, V, T, L = cfg.d_model, cfg.vocab_size, cfg.seq_len, cfg.n_layers
+    D, V, T, L = cfg.d_model, cfg.padded_vocab_size, cfg.seq_len, cfg.n_layers
     assert D and L and cfg.d_ff
     shared = (V * D + T * D) + D * V  # embeddings (lookups, no FLOPs) + untied head
     shared += L * (4 * D * D + 2 * 2 * D) + (2 * D if cfg.final_norm else 0)  # attention, norms
