@@ -139,9 +139,9 @@ class LitLM(pl.LightningModule):
     def _set_loss(self) -> None:
         """Eager or compiled loss of the net as it is now (again after a routing switch).
 
-        The cross-entropy is compiled together with the model: fused with the output layer's
-        epilogue it reads the (B, T, V) logits once, instead of writing an fp32 copy and a
-        log-softmax of them (at V = 50,257 the largest tensors of the step).
+        The cross-entropy is compiled together with the model: the fp32 cast, log-softmax and
+        target pick become fused passes over the (B, T, V) logits instead of an fp32 copy and a
+        log-softmax written out in full (at V = 50,257 the largest tensors of the step).
         """
         self._loss = self._cross_entropy
         if self.compile_model:
@@ -255,9 +255,9 @@ class LitLM(pl.LightningModule):
     def _log_train(self, ce: Tensor, aux_loss: Tensor, aux: Aux) -> None:
         """``train/loss`` (CE), ``/ppl``, ``/aux_loss`` and routing statistics, rank-averaged.
 
-        Only at logging steps: Lightning turns every logged progress-bar tensor into a Python
-        number after every batch, and each such read waits for the GPU to drain its queue. Logging
-        at the steps Lightning writes keeps the steps in between free of host-device syncs.
+        Only at logging steps, the ones Lightning writes: in between, the values would be
+        all-reduced for nothing, and Lightning reads logged progress-bar tensors back as Python
+        numbers after every batch, each read a wait for the GPU to drain its queue.
         """
         reduce = self.trainer.strategy.reduce  # all-reduces in place: give it copies
         ce_mean = reduce(ce.detach().clone(), reduce_op="mean")
