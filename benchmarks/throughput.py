@@ -144,15 +144,21 @@ def time_bare(cli: Any, args: argparse.Namespace) -> float:
         else contextlib.nullcontext()
     )
 
-    def loss_fn(batch: torch.Tensor, forward: Any) -> torch.Tensor:
-        logits, aux = forward(batch[:, :-1])
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
-        return ce + aux.total_loss()
+    if args.loop == "bare":
+        lit._set_loss()  # motlab's own loss function, eager or compiled as `motlab fit` runs it
 
-    compile_all = args.compile and args.loop == "bare"
-    compile_model = args.compile and args.loop == "plain"
-    step_loss = torch.compile(loss_fn) if compile_all else loss_fn
-    forward = torch.compile(net.forward_with_aux) if compile_model else net.forward_with_aux
+        def step_loss(batch: torch.Tensor) -> torch.Tensor:
+            ce, aux = lit._loss(batch)
+            return ce + aux.total_loss()
+
+    else:  # plain: the loss written out, only the model compiled
+        forward = torch.compile(net.forward_with_aux) if args.compile else net.forward_with_aux
+
+        def step_loss(batch: torch.Tensor) -> torch.Tensor:
+            logits, aux = forward(batch[:, :-1])
+            ce = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+            return ce + aux.total_loss()
+
     optimizer, scheduler = build_optimizer(net, lit.optim_config, args.warmup + args.steps)
     clip = cli.trainer.gradient_clip_val
     dm = cli.datamodule
@@ -165,7 +171,7 @@ def time_bare(cli: Any, args: argparse.Namespace) -> float:
     for step in range(args.warmup + args.steps):
         batch = next(batches).to(device, non_blocking=True)
         with autocast:
-            loss = step_loss(batch, forward)
+            loss = step_loss(batch)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)

@@ -21,26 +21,35 @@ SMALL = {
 }
 
 
+def _config(name: str) -> GPTConfig:
+    return GPTConfig(
+        size=None, d_model=32, d_ff=64, n_layers=2, n_heads=2, vocab_size=100, seq_len=16,
+        ffn={"variant": name, **SMALL.get(name, {})},
+    )  # fmt: skip
+
+
+def _take_grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The gradients of ``module`` by parameter name, which are then cleared."""
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad()
+    return grads
+
+
+def _assert_same_grads(module: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:
+    for n, p in module.named_parameters():
+        if n in expected:
+            torch.testing.assert_close(p.grad, expected[n], rtol=1e-3, atol=1e-5, msg=n)
+
+
 @pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
 def test_compiled_matches_eager(name: str) -> None:
     torch.manual_seed(0)
-    cfg = GPTConfig(
-        size=None,
-        d_model=32,
-        d_ff=64,
-        n_layers=2,
-        n_heads=2,
-        vocab_size=100,
-        seq_len=16,
-        ffn={"variant": name, **SMALL.get(name, {})},
-    )
-    model = GPT(cfg)
+    model = GPT(_config(name))
     tokens = torch.randint(0, 100, (8, 16))
 
     logits, aux = model.forward_with_aux(tokens)
     (logits.square().mean() + aux.total_loss()).backward()
-    eager_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
+    eager_grads = _take_grads(model)
 
     torch._dynamo.reset()
     compiled = torch.compile(model.forward_with_aux, fullgraph=True)  # one graph: no breaks
@@ -50,25 +59,18 @@ def test_compiled_matches_eager(name: str) -> None:
     torch.testing.assert_close(logits_c, logits, rtol=1e-4, atol=1e-5)
     for key in aux.stats:
         torch.testing.assert_close(aux_c.stats[key], aux.stats[key], rtol=1e-4, atol=1e-5)
-    for n, p in model.named_parameters():
-        if n in eager_grads:
-            torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-3, atol=1e-5, msg=n)
+    _assert_same_grads(model, eager_grads)
 
 
 def test_compiled_training_loss_matches_eager() -> None:
     """``model.compile`` compiles the cross-entropy with the model; it must equal the eager loss."""
     torch.manual_seed(0)
-    cfg = GPTConfig(
-        size=None, d_model=32, d_ff=64, n_layers=2, n_heads=2, vocab_size=100, seq_len=16,
-        ffn={"variant": "mot", **SMALL["mot"]},
-    )  # fmt: skip
-    lit = LitLM(cfg, compile=True)
+    lit = LitLM(_config("mot"), compile=True)
     batch = torch.randint(0, 100, (8, 17))
 
     ce, _ = lit._cross_entropy(batch)
     ce.backward()
-    eager_grads = {n: p.grad.clone() for n, p in lit.named_parameters() if p.grad is not None}
-    lit.zero_grad()
+    eager_grads = _take_grads(lit)
 
     torch._dynamo.reset()
     lit._set_loss()
@@ -76,6 +78,4 @@ def test_compiled_training_loss_matches_eager() -> None:
     ce_c.backward()
 
     torch.testing.assert_close(ce_c, ce, rtol=1e-5, atol=1e-6)
-    for n, p in lit.named_parameters():
-        if n in eager_grads:
-            torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-3, atol=1e-5, msg=n)
+    _assert_same_grads(lit, eager_grads)

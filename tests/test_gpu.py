@@ -27,12 +27,15 @@ ROUTED = {
 }
 
 
-def _model(name: str) -> GPT:
-    torch.manual_seed(0)
-    cfg = GPTConfig(
+def _config(name: str) -> GPTConfig:
+    return GPTConfig(
         size="mini", vocab_size=512, seq_len=64, ffn={"variant": name, **ROUTED.get(name, {})}
     )
-    return GPT(cfg).cuda()
+
+
+def _model(name: str) -> GPT:
+    torch.manual_seed(0)
+    return GPT(_config(name)).cuda()
 
 
 @pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
@@ -61,7 +64,7 @@ def test_compiled_training_step_never_waits_for_the_gpu(name: str) -> None:
     """motlab's compiled loss (model + cross-entropy), backward, clipping, fused AdamW and the
     schedule only queue GPU work: any synchronising call (``.item()``, ``nonzero``, a pageable
     copy) raises in this mode."""
-    lit = LitLM(_model(name).cfg, compile=True).cuda()
+    lit = LitLM(_config(name), compile=True).cuda()
     lit._set_loss()
     optimizer, scheduler = build_optimizer(lit.net, OptimConfig(), total_steps=10)
     tokens = torch.randint(0, 512, (16, 65), device="cuda")
