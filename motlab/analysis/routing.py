@@ -105,9 +105,11 @@ def inspect_routing(model: GPT, tokens_BT: Tensor) -> list[LayerRouting]:
         stats = {k: v.detach().cpu() for k, v in aux.stats.items()}  # type: ignore[attr-defined]
         info = LayerRouting(block=i, variant=model.cfg.block_ffn(i).variant, stats=stats)
         if isinstance(ffn, MoT):
-            B, T, D = x_BTD.shape
+            B, T, _ = x_BTD.shape
             G = ffn.group_size
-            weights_nGTE, _ = ffn.merge_weights(x_BTD.view(B // G, G, T, D))
+            weights_MGE, _ = ffn.merge_weights(ffn.groups(x_BTD))
+            # Group t·n + i holds examples i·G … at position t: report (n, G, T, E).
+            weights_nGTE = weights_MGE.view(T, B // G, G, -1).permute(1, 2, 0, 3)
             info.merge_weights = weights_nGTE.float().cpu()
             info.entropy = normalised_entropy(info.merge_weights)
         elif isinstance(ffn, TokenChoice):

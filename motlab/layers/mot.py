@@ -1,7 +1,7 @@
 """Mixture of Tokens (METHOD.md §2): experts see weighted mixtures of tokens from a group.
 
 Shape legend: B batch, T position, D d_model, E experts, F expert hidden size, G group size,
-n = B / G groups.
+n = B / G groups per position, M = T · n groups in all.
 
 A group is G examples of the batch at one position (never several positions: that would leak
 the future). For every expert the router's logits are softmaxed *over the group*, each expert
@@ -77,49 +77,62 @@ class MoT(nn.Module):
         else:
             self.register_buffer("log_temperature", log_tau)
 
-    def merge_weights(self, x_nGTD: Tensor) -> tuple[Tensor, Tensor]:
-        """Weights (n, G, T, E) that sum to 1 over G, and the fp32 router logits."""
-        logits_nGTE = self.experts.router_logits(x_nGTD)
-        if self.discrete:
-            winner_nTE = logits_nGTE.argmax(dim=1)
-            weights_nGTE = F.one_hot(winner_nTE, self.group_size).permute(0, 3, 1, 2)
-            return weights_nGTE.to(logits_nGTE.dtype), logits_nGTE
-        temperature = self.log_temperature.float().exp()
-        return torch.softmax(logits_nGTE / temperature, dim=1), logits_nGTE
+    def groups(self, x_BTD: Tensor) -> Tensor:
+        """(B, T, D) → (M, G, D): group t·n + i is examples i·G … i·G + G − 1 at position t.
 
-    def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        Position-major, and a copy: every group becomes one contiguous block, so mix, experts
+        and unmix are batched matmuls reading each other's outputs through strided views.
+        Grouping the (B, T, D) layout in place would instead cost copies of the mixed tensor
+        (E/G times the size of x) both ways.
+        """
         B, T, D = x_BTD.shape
-        G, E = self.group_size, self.experts.n_experts
+        G = self.group_size
         if B % G:
             raise ValueError(
                 f"MoT groups the batch in groups of group_size={G}, but got a batch of {B}: "
                 f"use a batch size that is a multiple of {G} (data.batch_size), or pad the batch "
                 "with filler sequences (motlab.generate does this)"
             )
-        x_nGTD = x_BTD.view(B // G, G, T, D)
-        weights_nGTE, logits_nGTE = self.merge_weights(x_nGTD)
-        w_nGTE = weights_nGTE.to(x_BTD.dtype)
+        return x_BTD.transpose(0, 1).reshape(T * (B // G), G, D)
 
-        # Mix: every expert gets one weighted sum of the G tokens of its group, per position.
-        mixed_nTED = torch.einsum("ngte,ngtd->nted", w_nGTE, x_nGTD)
-        n = B // G
-        mixed_EMD = mixed_nTED.permute(2, 0, 1, 3).reshape(E, n * T, D)
-        y_EMD = self.experts(mixed_EMD)
-        y_nTED = y_EMD.view(E, n, T, D).permute(1, 2, 0, 3)
+    def merge_weights(self, x_MGD: Tensor) -> tuple[Tensor, Tensor]:
+        """Weights (M, G, E) that sum to 1 over each group's G tokens, and the fp32 logits.
 
+        M indexes groups as :meth:`groups` lays them out.
+        """
+        logits_MGE = self.experts.router_logits(x_MGD)
+        if self.discrete:
+            winner_ME = logits_MGE.argmax(dim=1)
+            weights_MGE = F.one_hot(winner_ME, self.group_size).transpose(1, 2)
+            return weights_MGE.to(logits_MGE.dtype), logits_MGE
+        temperature = self.log_temperature.float().exp()
+        return torch.softmax(logits_MGE / temperature, dim=1), logits_MGE
+
+    def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        B, T, D = x_BTD.shape
+        x_MGD = self.groups(x_BTD)
+        weights_MGE, logits_MGE = self.merge_weights(x_MGD)
+        w_MGE = weights_MGE.to(x_BTD.dtype)
+
+        # Mix: every expert gets one weighted sum of its group's G tokens.
+        mixed_MED = torch.bmm(w_MGE.transpose(1, 2), x_MGD)
+        y_EMD = self.experts(mixed_MED.transpose(0, 1))
         # Unmix with the same weights: token g gets Σ_e w[g, e] · y[e].
-        out_nGTD = torch.einsum("ngte,nted->ngtd", w_nGTE, y_nTED)
-        return out_nGTD.reshape(B, T, D), Aux(stats=self._stats(weights_nGTE, logits_nGTE))
+        out_MGD = torch.bmm(w_MGE, y_EMD.transpose(0, 1))
+        # A (B, T, D) view of position-major memory: the residual add that follows (x + out)
+        # writes in x's layout, so no copy is needed here.
+        out_BTD = out_MGD.view(T, B, D).transpose(0, 1)
+        return out_BTD, Aux(stats=self._stats(weights_MGE, logits_MGE))
 
     @torch.no_grad()
-    def _stats(self, weights_nGTE: Tensor, logits_nGTE: Tensor) -> dict[str, Tensor]:
+    def _stats(self, weights_MGE: Tensor, logits_MGE: Tensor) -> dict[str, Tensor]:
         """Merge-weight entropy normalised by log G (1 = uniform mix, 0 = one token), logits."""
-        w = weights_nGTE.detach().float()
-        entropy_nTE = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
+        w = weights_MGE.detach().float()
+        entropy_ME = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
         norm = math.log(self.group_size) if self.group_size > 1 else 1.0
-        logits = logits_nGTE.detach()
+        logits = logits_MGE.detach()
         return {
-            "merge_entropy": entropy_nTE.mean() / norm,
+            "merge_entropy": entropy_ME.mean() / norm,
             "router_logits_mean": logits.mean(),
             "router_logits_std": logits.std(),
             "temperature": self.log_temperature.detach().float().exp(),

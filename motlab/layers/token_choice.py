@@ -10,8 +10,9 @@ position of one sequence can take the slot of an early position of another — a
 (its output would change when a future token changes). Position-major order makes an
 assignment's fate depend only on positions ≤ its own.
 
-Dispatch is sort-based into a padded (E, C, D) buffer and one batched matmul: no one-hot
-cumulative sum over all tokens and no loop over experts.
+Slots come from a stable sort by expert (no one-hot cumulative sum over all tokens); dispatch
+and combine are gathers around one batched matmul over the padded (E, C, D) buffer: no loop over
+experts, no scatter-add in the forward pass, and x itself is never transposed.
 """
 
 from __future__ import annotations
@@ -72,33 +73,33 @@ class TokenChoice(nn.Module):
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
         B, T, D = x_BTD.shape
         E, K = self.experts.n_experts, self.cfg.top_k
-        N = B * T
-        # Position-major token order: row index = t * B + b.
-        x_ND = x_BTD.transpose(0, 1).reshape(N, D)
+        N, C = B * T, self.capacity(B * T)
+        x_ND = x_BTD.reshape(N, D)  # token b·T + t
 
         logits_NE = self.experts.router_logits(x_ND)  # fp32
         probs_NE = torch.softmax(logits_NE, dim=-1)
         gate_NK, expert_NK = probs_NE.topk(K, dim=-1)
 
-        C = self.capacity(N)
-        # Assignments in fill order (t, b, k): flatten keeps position-major priority.
-        expert_S = expert_NK.reshape(-1)
-        token_S = torch.arange(N, device=x_BTD.device).repeat_interleave(K)
+        # Rank assignments in fill order (t, b, k); only these small index tensors are
+        # transposed, never x.
+        expert_S = expert_NK.view(B, T, K).transpose(0, 1).reshape(-1)
         slot_S, kept_S = _slots_in_fill_order(expert_S, E, C)
+        slot_NK = slot_S.view(T, B, K).transpose(0, 1).reshape(N, K)
+        kept_NK = kept_S.view(T, B, K).transpose(0, 1).reshape(N, K)
 
-        # Dispatch into a padded (E·C + 1, D) buffer; the extra last row absorbs drops (kept
-        # slots are unique, so index_add only ever sums into that discarded row).
-        buffer_MD = x_ND.new_zeros(E * C + 1, D).index_add(0, slot_S, x_ND[token_S])
-        y_ECD = self.experts(buffer_MD[:-1].view(E, C, D))
-        y_MD = torch.cat([y_ECD.reshape(E * C, D), y_ECD.new_zeros(1, D)])
+        # Dispatch by gathering each of the E·C slots' token; empty slots read some token and
+        # their outputs are never read back.
+        x_ECD = x_ND[_token_of_slot(slot_NK, kept_NK, E * C)].view(E, C, D)
+        y_MD = self.experts(x_ECD).view(E * C, D)
 
-        gate_S = (gate_NK.reshape(-1) * kept_S).to(y_MD.dtype)
-        out_ND = torch.zeros(N, D, dtype=y_MD.dtype, device=x_BTD.device)
-        out_ND = out_ND.index_add(0, token_S, y_MD[slot_S] * gate_S[:, None])
-        out_BTD = out_ND.view(T, B, D).transpose(0, 1).to(x_BTD.dtype)
-        return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_S)
+        # Combine by gathering each assignment's slot; a dropped one reads its full expert's
+        # last slot and is masked out (the token keeps only its residual).
+        y_NKD = y_MD[slot_NK]
+        gated_NKD = torch.where(kept_NK[..., None], y_NKD * gate_NK[..., None].to(y_MD.dtype), 0)
+        out_BTD = gated_NKD.sum(dim=1).view(B, T, D).to(x_BTD.dtype)
+        return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_NK)
 
-    def _aux(self, logits_NE: Tensor, probs_NE: Tensor, expert_NK: Tensor, kept_S: Tensor) -> Aux:
+    def _aux(self, logits_NE: Tensor, probs_NE: Tensor, expert_NK: Tensor, kept_NK: Tensor) -> Aux:
         E = self.experts.n_experts
         # Switch load balancing: E · Σ_e mean_t p[t, e] · frac_e, frac_e counted before drops
         # over every token's top choice.
@@ -108,24 +109,26 @@ class TokenChoice(nn.Module):
         losses = {"load_balancing_loss": self.cfg.load_balancing_weight * lb_loss}
         if self.cfg.z_loss_weight > 0:
             losses["z_loss"] = self.cfg.z_loss_weight * z_loss
-        kept_E = torch.zeros(E, device=kept_S.device).index_add(
-            0, expert_NK.reshape(-1), kept_S.float()
+        kept_E = torch.zeros(E, device=kept_NK.device).index_add(
+            0, expert_NK.reshape(-1), kept_NK.reshape(-1).float()
         )
         stats = {
             "load_balancing": lb_loss.detach(),
             "z_loss": z_loss.detach(),
-            "dropped_fraction": 1.0 - kept_S.float().mean(),
+            "dropped_fraction": 1.0 - kept_NK.float().mean(),
             "tokens_per_expert": kept_E,
         }
         return Aux(losses=losses, stats=stats)
 
 
 def _slots_in_fill_order(expert_S: Tensor, n_experts: int, capacity: int) -> tuple[Tensor, Tensor]:
-    """Slot of each assignment in the (E·C + 1) buffer, and whether it was kept.
+    """Slot of each assignment in the (E·C) expert buffer, and whether it was kept.
 
     The i-th assignment routed to expert e (in the given order) gets rank i within e; ranks
-    below ``capacity`` get slot ``e · C + rank``, the rest the overflow slot ``E · C``. A stable
-    sort by expert gives the ranks without a one-hot (S, E) cumulative sum.
+    below ``capacity`` are kept in slot ``e · C + rank``. A dropped assignment points at its
+    expert's last slot (full, as the expert overflowed), which keeps every index in range and
+    spreads the dropped ones over the experts. A stable sort by expert gives the ranks without
+    a one-hot (S, E) cumulative sum.
     """
     S = expert_S.shape[0]
     sorted_expert_S, order_S = torch.sort(expert_S, stable=True)
@@ -134,8 +137,25 @@ def _slots_in_fill_order(expert_S: Tensor, n_experts: int, capacity: int) -> tup
     rank_sorted_S = torch.arange(S, device=expert_S.device) - start_E[sorted_expert_S]
     rank_S = torch.empty_like(rank_sorted_S).scatter_(0, order_S, rank_sorted_S)
     kept_S = rank_S < capacity
-    slot_S = torch.where(kept_S, expert_S * capacity + rank_S, n_experts * capacity)
+    slot_S = expert_S * capacity + rank_S.clamp(max=capacity - 1)
     return slot_S, kept_S
+
+
+def _token_of_slot(slot_NK: Tensor, kept_NK: Tensor, n_slots: int) -> Tensor:
+    """Which token (row of x) fills each of the ``n_slots`` slots: (N, K) → (n_slots,).
+
+    Kept assignments own unique slots. Dropped ones are scattered to scratch entries past the
+    end so that every scatter index is unique (deterministic). Empty slots keep a spread of
+    token indices whose outputs are never read (their gradient is zero).
+    """
+    N, K = slot_NK.shape
+    S, device = N * K, slot_NK.device
+    target_S = torch.where(
+        kept_NK.reshape(-1), slot_NK.reshape(-1), n_slots + torch.arange(S, device=device)
+    )
+    token_S = torch.arange(N, device=device).repeat_interleave(K)
+    filler = torch.arange(n_slots + S, device=device) % N
+    return filler.scatter(0, target_S, token_S)[:n_slots]
 
 
 def _count(index_S: Tensor, n: int) -> Tensor:

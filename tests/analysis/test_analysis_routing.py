@@ -70,3 +70,16 @@ def test_token_choice_load_and_drops():
 def test_dense_model_has_no_routed_layers():
     model = tiny({"variant": "dense"})
     assert inspect_routing(model, torch.randint(64, (2, 12))) == []
+
+
+def test_mot_merge_weights_are_laid_out_group_example_position_expert():
+    """merge_weights[i, g, t, e] is the weight of example i·G + g at position t for expert e."""
+    model = tiny({"variant": "mot", "group_size": 4, "n_experts": 8})
+    tokens = torch.randint(64, (8, 12))
+    inputs = {}
+    model.blocks[2].ffn.register_forward_hook(lambda m, args, out: inputs.update(x=args[0]))
+    layer = inspect_routing(model, tokens)[0]
+    x_BTD = inputs["x"]
+    i, t = 1, 5
+    logits_GE = x_BTD[4 * i : 4 * i + 4, t] @ model.blocks[2].ffn.experts.router
+    torch.testing.assert_close(layer.merge_weights[i, :, t], torch.softmax(logits_GE, dim=0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -17,30 +19,30 @@ def _mot(**kw) -> MoT:
 
 def test_merge_weights_sum_to_one_over_the_group() -> None:
     mot = _mot()
-    w, _ = mot.merge_weights(torch.randn(2, 4, T, D))
-    assert w.shape == (2, 4, T, 4)
-    torch.testing.assert_close(w.sum(dim=1), torch.ones(2, T, 4))
+    w, _ = mot.merge_weights(torch.randn(6, 4, D))  # 6 groups of 4 tokens
+    assert w.shape == (6, 4, 4)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(6, 4))
 
 
 def test_discrete_mode_routes_one_token_per_expert_per_group() -> None:
     mot = _mot(discrete=True)
     x = torch.randn(8, T, D)
-    w, logits = mot.merge_weights(x.view(2, 4, T, D))
+    groups = x.transpose(0, 1).reshape(T * 2, 4, D)  # group t·2 + i: examples 4i..4i+3 at t
+    w, logits = mot.merge_weights(groups)
     assert set(w.unique().tolist()) == {0.0, 1.0}
-    torch.testing.assert_close(w.sum(dim=1), torch.ones(2, T, 4))
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(T * 2, 4))
     assert torch.equal(w.argmax(dim=1), logits.argmax(dim=1))
     # Each expert's output goes back to its one chosen token with weight 1.
     out, _ = mot(x)
-    chosen = w.argmax(dim=1)  # (n, T, E)
-    expected = torch.zeros_like(out).view(2, 4, T, D)
-    xg = x.view(2, 4, T, D)
-    for n in range(2):
+    chosen = w.argmax(dim=1).view(T, 2, 4)  # (T, n, E)
+    expected = torch.zeros_like(out)
+    for i in range(2):
         for t in range(T):
             for e in range(4):
-                g = chosen[n, t, e]
-                y_e = mot.experts(xg[n, g, t].expand(4, 1, D).contiguous())[e, 0]
-                expected[n, g, t] += y_e
-    torch.testing.assert_close(out, expected.view(8, T, D))
+                b = 4 * i + chosen[t, i, e]
+                y_e = mot.experts(x[b, t].expand(4, 1, D).contiguous())[e, 0]
+                expected[b, t] += y_e
+    torch.testing.assert_close(out, expected)
 
 
 def test_temperature_sharpens_and_can_be_learned() -> None:
@@ -79,3 +81,27 @@ def test_entropy_is_normalised() -> None:
         mot.experts.router.zero_()  # uniform merge weights
     _, aux = mot(torch.randn(4, T, D))
     assert aux.stats["merge_entropy"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(("group_size", "n_experts"), [(4, 4), (4, 8), (2, 6)])
+def test_output_matches_the_formula_written_as_loops(
+    group_size: int, n_experts: int, assert_same_grads: Callable[..., None]
+) -> None:
+    """METHOD.md §2 term by term: per group and position, softmax over the group, one mixed
+    token per expert, its output sent back with the same weights. E ≠ G catches transposes."""
+    mot = _mot(group_size=group_size, n_experts=n_experts, d_expert=6, temperature=0.7)
+    G, E, n = group_size, n_experts, 2
+    x = torch.randn(n * G, T, D, requires_grad=True)
+    out, _ = mot(x)
+    logits = x @ mot.experts.router  # (B, T, E)
+    expected = torch.zeros_like(x)
+    for i in range(n):
+        rows = slice(i * G, (i + 1) * G)
+        for t in range(T):
+            w_GE = torch.softmax(logits[rows, t] / 0.7, dim=0)
+            for e in range(E):
+                mixed_D = (w_GE[:, e, None] * x[rows, t]).sum(dim=0)
+                y_D = torch.relu(mixed_D @ mot.experts.w1[e]) @ mot.experts.w2[e]
+                expected[rows, t] += w_GE[:, e, None] * y_D
+    torch.testing.assert_close(out, expected)
+    assert_same_grads(out, expected, [x, *mot.parameters()])

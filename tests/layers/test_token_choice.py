@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -85,3 +87,34 @@ def test_top2_routes_each_token_to_two_experts() -> None:
 def test_bad_top_k() -> None:
     with pytest.raises(ValueError, match="top_k"):
         _tc(top_k=3)
+
+
+@pytest.mark.parametrize(("top_k", "capacity_factor"), [(1, 0.5), (2, 0.75), (2, None)])
+def test_output_matches_position_major_filling_written_as_loops(
+    top_k: int, capacity_factor: float | None, assert_same_grads: Callable[..., None]
+) -> None:
+    """METHOD.md §3 term by term: assignments visited position by position (then sequence,
+    then k), each kept while its expert has room, output Σ gate · expert(x) over kept ones."""
+    torch.manual_seed(3)
+    E, B, T = 3, 4, 5
+    tc = TokenChoice(
+        D, D_FF, TokenChoiceConfig(n_experts=E, top_k=top_k, capacity_factor=capacity_factor)
+    )
+    x = torch.randn(B, T, D, requires_grad=True)
+    out, aux = tc(x)
+    probs = torch.softmax(x @ tc.experts.router, dim=-1)
+    gate, expert = probs.topk(top_k, dim=-1)
+    C = tc.capacity(B * T)
+    taken = [0] * E
+    expected = torch.zeros_like(x)
+    for t in range(T):
+        for b in range(B):
+            for k in range(top_k):
+                e = int(expert[b, t, k])
+                if taken[e] < C:
+                    taken[e] += 1
+                    y = torch.relu(x[b, t] @ tc.experts.w1[e]) @ tc.experts.w2[e]
+                    expected[b, t] += gate[b, t, k] * y
+    torch.testing.assert_close(out, expected)
+    assert_same_grads(out, expected, [x, *tc.parameters()])
+    assert aux.stats["tokens_per_expert"].tolist() == [float(n) for n in taken]
