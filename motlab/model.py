@@ -33,6 +33,8 @@ class Block(nn.Module):
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
         x_BTD = x_BTD + self.attn(self.ln_attn(x_BTD))
         y_BTD, aux = self.ffn(self.ln_ffn(x_BTD))
+        # x first: the sum takes x's batch-major layout even when the FFN returns a view of
+        # position-major memory (MoT does).
         return x_BTD + y_BTD, aux
 
 

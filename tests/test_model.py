@@ -1,4 +1,5 @@
-"""The GPT decoder's vocabulary padding: aligned shapes inside, the exact vocabulary outside."""
+"""The GPT decoder: vocabulary padding (aligned shapes inside, the exact vocabulary outside)
+and the layout of the residual stream."""
 
 from __future__ import annotations
 
@@ -42,3 +43,15 @@ def test_padding_changes_nothing_the_model_computes() -> None:
 def test_padding_multiple_must_be_positive() -> None:
     with pytest.raises(ValueError, match="pad_vocab_to_multiple_of"):
         GPTConfig(**SMALL, pad_vocab_to_multiple_of=0)
+
+
+def test_residual_stream_stays_batch_major_after_a_mot_block() -> None:
+    """MoT returns a (B, T, D) view of position-major memory; the block's residual add must
+    write in x's layout, or every later layer would pay for a transposed input."""
+    ffn = {"variant": "mot", "group_size": 4, "n_experts": 4}
+    model = GPT(GPTConfig(**{**SMALL, "moe_blocks": "all"}, ffn=ffn))
+    outputs = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
+    model(torch.randint(0, 1000, (8, 16)))
+    assert outputs and all(x.is_contiguous() for x in outputs)
