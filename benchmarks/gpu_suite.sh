@@ -54,6 +54,7 @@ run conf/expert_choice.yaml --synthetic
 run conf/mot_32e_16.yaml --synthetic
 run conf/dense.yaml --synthetic --loop bare            # the same loop compiling model + loss
 run conf/dense.yaml                                    # with the real data path (8 workers)
+run conf/mot_32e_16.yaml --synthetic --float32_matmul_precision highest  # router off TF32
 
 # GPU correctness (bf16 + compile vs eager, no host syncs, fused AdamW); report on stderr.
 if [[ "$DEVICE" == cuda ]]; then

@@ -15,6 +15,8 @@ import sys
 
 def _key(r: dict) -> str:
     name = r["variant"] if r.get("n_experts") in (None, 32) else f"{r['variant']}/{r['n_experts']}E"
+    if r.get("float32_matmul_precision") == "highest" and r.get("device", "cpu") != "cpu":
+        name += " (fp32 matmuls)"  # the GPU configs run float32 matmuls on TF32
     return name
 
 

@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_experts": getattr(cfg.ffn, "n_experts", None),
         "device": (torch.cuda.get_device_name() if args.device == "cuda" else "cpu"),
         "precision": str(cli.trainer.precision),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "compile": args.compile,
         "synthetic": args.synthetic,
         "steps": args.steps,

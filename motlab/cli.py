@@ -10,7 +10,9 @@ This is the only place where YAML and command-line flags become objects. Top-lev
 * ``trainer`` — :class:`lightning.pytorch.Trainer`;
 * ``checkpoint`` — :class:`~motlab.callbacks.RunCheckpoint` (a ModelCheckpoint: every N steps +
   ``last.ckpt``); ``speed`` — :class:`~motlab.callbacks.SpeedMonitor` (``peak_flops`` for MFU);
-* ``seed_everything``, and per subcommand ``ckpt_path``.
+* ``seed_everything``; ``float32_matmul_precision`` (``torch.set_float32_matmul_precision`` on a
+  machine with CUDA: ``high`` lets float32 matmuls use TF32 tensor cores — under bf16-mixed those
+  are only the routers'); and per subcommand ``ckpt_path``.
 
 Config files given with several ``--config`` are merged in order (later wins); YAML is read with
 OmegaConf, so ``${data.seq_len}``-style interpolation works. A mapping value such as
@@ -29,7 +31,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jsonargparse import Namespace
@@ -114,6 +116,16 @@ class MotCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_lightning_class_args(SpeedMonitor, "speed")
+        parser.add_argument(
+            "--float32_matmul_precision",
+            type=Literal["highest", "high", "medium"],
+            default="highest",
+            help=(
+                "torch.set_float32_matmul_precision on a machine with CUDA. 'high': float32 "
+                "matmuls may use TF32 tensor cores; under bf16-mixed those are only the "
+                "routers', which run in float32 for precise routing"
+            ),
+        )
         parser.link_arguments("data.seq_len", "model.net.seq_len", apply_on="parse")
         parser.link_arguments("data.vocab_size", "model.net.vocab_size", apply_on="instantiate")
 
@@ -133,8 +145,13 @@ class MotCLI(LightningCLI):
         return trainer
 
     def before_instantiate_classes(self) -> None:
-        """Fail on an unreachable hub in seconds, before the model is built."""
+        """Set the float32 matmul precision; fail on an unreachable hub in seconds, before the
+        model is built."""
         config = self.config.get(self.config.get("subcommand") or "", self.config)
+        precision = config.get("float32_matmul_precision")
+        if precision and torch.cuda.is_available():
+            # The global setter, not the per-backend one: Lightning reads it back on CUDA.
+            torch.set_float32_matmul_precision(precision)
         data = config.get("data")
         if data is not None and data.get("path") is None and data.get("train_files") is None:
             check_hub(data.get("hub_dataset", "allenai/c4"), data.get("hub_config", "en"), "train")

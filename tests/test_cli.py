@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from motlab.cli import cli_main
@@ -75,6 +76,25 @@ def test_vocab_and_seq_len_are_bound_from_the_data(c4_dir, tokenizer_path):
     )  # fmt: skip
     assert cli.model.net.cfg.vocab_size == cli.datamodule.vocab_size == 50257
     assert cli.model.net.cfg.seq_len == 24
+
+
+def test_float32_matmul_precision_applies_on_cuda_machines_only(
+    c4_dir, tokenizer_path, monkeypatch
+):
+    """The GPU configs ask for TF32 router matmuls; a machine without CUDA is left as it is
+    (the CPU backend would otherwise take the setting too)."""
+    args = ["--config", str(CONF / "mot.yaml"), "--config", str(CONF / "tiny.yaml"),
+            *data_args(c4_dir, tokenizer_path), "--trainer.logger", "false"]  # fmt: skip
+    before = torch.get_float32_matmul_precision()
+    try:
+        cli = cli_main(args, run=False)
+        assert cli.config["float32_matmul_precision"] == "high"
+        assert torch.get_float32_matmul_precision() == before
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        cli_main(args, run=False)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def test_unknown_key_in_a_config_file_is_named(tmp_path, capsys):

@@ -39,7 +39,11 @@ class Experts(nn.Module):
         trunc_normal_fan_in_(self.w2, fan_in=self.d_expert)
 
     def router_logits(self, x_ND: Tensor) -> Tensor:
-        """Router logits in fp32, as routing is precision-sensitive: (..., D) → (..., E)."""
+        """Router logits in fp32, as routing is precision-sensitive: (..., D) → (..., E).
+
+        With ``float32_matmul_precision: high`` (the GPU configs) CUDA runs this matmul on TF32
+        tensor cores: a 512-expert router in full float32 would cost as much time as its FFN.
+        """
         with torch.autocast(device_type=x_ND.device.type, enabled=False):
             return x_ND.float() @ self.router.float()
 
