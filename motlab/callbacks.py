@@ -113,9 +113,10 @@ class SpeedMonitor(pl.Callback):
 class ProgressBar(TQDMProgressBar):
     """TQDM bar showing ``loss``, ``tok/s`` and ``val_loss`` (no ``v_num``).
 
-    The training values are read from the logged metrics at logging steps only, and shown until
-    the next one. Lightning would otherwise turn every progress-bar tensor into a Python number
-    after every batch, a host-device sync per step that stalls the GPU's queue.
+    The training values are read from the logged metrics once per logging step (not again for
+    each accumulated micro-batch after it), and shown until the next one. Lightning would
+    otherwise turn every progress-bar tensor into a Python number after every batch, a
+    host-device sync per step that stalls the GPU's queue.
     """
 
     SHOWN = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s"}
@@ -125,12 +126,15 @@ class ProgressBar(TQDMProgressBar):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._shown: dict[str, Any] = {}
+        self._read_at_step = -1
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         n = trainer.log_every_n_steps
-        if trainer.training and n > 0 and trainer.global_step % n == 0:  # just logged
+        step = trainer.global_step
+        if trainer.training and n > 0 and step % n == 0 and step != self._read_at_step:
+            self._read_at_step = step  # just logged, and not read yet
             logged = trainer.callback_metrics
             for key, label in self.SHOWN.items():
                 if key in logged:

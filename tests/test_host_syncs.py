@@ -41,7 +41,8 @@ class CountSyncs(TorchDispatchMode):
 
 
 class SyncsPerStep(Callback):
-    """Syncs per loop iteration, from one batch start to the next (logging included)."""
+    """Syncs per optimiser step, from one batch start to the next (logging included), summed
+    over the step's micro-batches when gradients accumulate."""
 
     def __init__(self, from_step: int) -> None:
         self.from_step = from_step
@@ -52,7 +53,7 @@ class SyncsPerStep(Callback):
     def _close(self) -> None:
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
-            self.per_step[self._step] = self._mode.count
+            self.per_step[self._step] = self.per_step.get(self._step, 0) + self._mode.count
             self._mode = None
 
     def on_train_batch_start(self, trainer: Trainer, *args: Any) -> None:
@@ -66,8 +67,11 @@ class SyncsPerStep(Callback):
         self._close()
 
 
-@pytest.mark.parametrize("config", ["dense", "mot", "token_choice", "expert_choice"])
-def test_no_sync_between_logging_steps(config, c4_dir, tokenizer_path, tmp_path):
+@pytest.mark.parametrize(
+    ("config", "accumulate"),
+    [("dense", 1), ("mot", 1), ("token_choice", 1), ("expert_choice", 1), ("mot", 2)],
+)
+def test_no_sync_between_logging_steps(config, accumulate, c4_dir, tokenizer_path, tmp_path):
     cli = cli_main(
         [
             *("--config", str(CONF / f"{config}.yaml"), "--config", str(CONF / "tiny.yaml")),
@@ -77,6 +81,7 @@ def test_no_sync_between_logging_steps(config, c4_dir, tokenizer_path, tmp_path)
             *("--trainer.logger.init_args.save_dir", str(tmp_path)),
             *("--checkpoint.dirpath", str(tmp_path), "--checkpoint.every_n_train_steps", "100"),
             *("--model.optim.fused", "true"),  # as on CUDA; the CPU loop reads its step count
+            *("--trainer.accumulate_grad_batches", str(accumulate)),
         ],
         run=False,
     )
