@@ -37,13 +37,13 @@ def generate(
     tokens_BT = prompt_BT.to(device)
     R = tokens_BT.shape[0]
     filler = None
-    if G > 1:
+    if R % G:
         # One filler block, long enough for the whole decode, fixed for every step so the
         # filler rows stay the same sequences as the real rows grow.
         total = tokens_BT.shape[1] + max_new_tokens
-        n_fill = -(-R // G) * G - R
+        n_fill = G - R % G
         filler = filler_rows(n_fill, total, filler_FT, generator, model.cfg.vocab_size)
-        filler = filler.to(device) if n_fill else None
+        filler = filler.to(device)
     for _ in range(max_new_tokens):
         context_BT = tokens_BT[:, -model.cfg.seq_len :]
         if filler is not None:
