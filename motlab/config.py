@@ -47,7 +47,8 @@ class GPTConfig:
     seq_len: int = 256
     """Context length (size of the learned position embedding)."""
     ffn: dict[str, Any] | FFNConfig = field(default_factory=lambda: {"variant": "dense"})
-    """Routed feed-forward: ``{variant: mot|token_choice|expert_choice|dense, ...its keys}``."""
+    """Routed feed-forward: ``{variant: NAME, ...its keys}``; ``motlab variants`` lists the
+    variants and their keys. Held as the variant's config dataclass after construction."""
     moe_blocks: Placement | list[int] = "second_half"
     """Blocks that use ``ffn``: second_half (the paper), every_other, all, none, or indices."""
     final_norm: bool = False
@@ -73,7 +74,7 @@ class GPTConfig:
                 f"{self.pad_vocab_to_multiple_of}"
             )
         self.ffn = ffn_config(self.ffn)
-        if self.routed_blocks() and hasattr(self.ffn, "validate"):
+        if self.routed_blocks():
             self.ffn.validate(self.d_ff)  # e.g. FLOP matching needs E | G·d_ff
 
     @property
@@ -111,4 +112,4 @@ class GPTConfig:
     @property
     def group_size(self) -> int:
         """The batch multiple the routed layers need (1 for dense and token choice)."""
-        return getattr(self.ffn, "group_size", 1) if self.routed_blocks() else 1
+        return self.ffn.group_size if self.routed_blocks() else 1

@@ -22,14 +22,14 @@ def generate(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
-    filler_FT: Tensor | None = None,
+    filler_WT: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Prompts (B, T) → prompts and continuations (B, T + max_new_tokens).
 
     Greedy when ``temperature == 0``. The context is cut on the left to the model's ``seq_len``.
     For models with a group size G > 1, filler rows pad the batch to a multiple of G
-    (``filler_FT`` if given, else random tokens) and are dropped from the result.
+    (``filler_WT`` if given, else random tokens) and are dropped from the result.
     """
     model.eval()
     G = model.cfg.group_size
@@ -42,7 +42,7 @@ def generate(
         # filler rows stay the same sequences as the real rows grow.
         total = tokens_BT.shape[1] + max_new_tokens
         n_fill = G - R % G
-        filler = filler_rows(n_fill, total, filler_FT, generator, model.cfg.vocab_size)
+        filler = filler_rows(n_fill, total, filler_WT, generator, model.cfg.vocab_size)
         filler = filler.to(device)
     for _ in range(max_new_tokens):
         context_BT = tokens_BT[:, -model.cfg.seq_len :]

@@ -1,6 +1,6 @@
 """The LightningModule: next-token cross-entropy + the routed layers' auxiliary losses.
 
-Shape legend: B batch (per device), T positions, V vocabulary.
+Shapes (legend in :mod:`motlab.shapes`): B, T, U, V.
 
 A batch is a LongTensor (B, T + 1) from the data module: inputs ``[:, :-1]``, targets
 ``[:, 1:]``. The objective is ``CE + aux.total_loss()`` (load balancing, z-loss: already

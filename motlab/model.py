@@ -1,7 +1,6 @@
 """The GPT decoder: embeddings, pre-norm blocks, and a head (METHOD.md §1).
 
-Shape legend: B batch, T position, D d_model, V vocabulary, P padded vocabulary (V rounded up:
-``GPTConfig.pad_vocab_to_multiple_of``).
+Shapes (legend in :mod:`motlab.shapes`): B, T, D, V, P.
 
 Training concerns (losses, optimisers, logging) live in ``motlab.lit``; this file only maps
 tokens to logits and hands back what the feed-forward layers report.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from variant_suite import check_counts
 
 from motlab.config import GPTConfig
+from motlab.layers import FFN_REGISTRY, FFNLayer, build_ffn, ffn_config
 from motlab.model import GPT
 from motlab.stats import count_parameters, model_stats
 
@@ -51,3 +53,26 @@ def test_flop_matched_variants_cost_about_the_same() -> None:
     # Mixing is ~2 % of the FFN for /32E and far more for 512 experts (METHOD.md §2).
     assert 1.0 < mot.flops_per_token / dense.flops_per_token < 1.01
     assert mot512.flops_per_token > mot.flops_per_token * 1.04
+
+
+@pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
+def test_counts_follow_every_registered_variant(name: str) -> None:
+    check_counts(name)
+
+
+@pytest.mark.parametrize(
+    "ffn",
+    [
+        {"variant": "dense"},
+        {"variant": "mot", "group_size": 4, "n_experts": 8},
+        {"variant": "mot", "group_size": 8, "n_experts": 32, "d_expert": 16},
+        {"variant": "expert_choice", "group_size": 4, "n_experts": 2, "output_norm": False},
+    ],
+)
+def test_analytic_cost_equals_the_measured_default(ffn) -> None:
+    """The built-in layers' own cost() agrees with FFNLayer's default, which measures the
+    multiply-adds of a meta-device forward pass with torch's FLOP counter (token choice is the
+    exception by design: its padded capacity slots run but are not a token's compute)."""
+    layer = build_ffn(64, 128, ffn_config(ffn))
+    measured = FFNLayer.cost(layer)
+    assert layer.cost().forward_macs == pytest.approx(measured.forward_macs, rel=1e-9)

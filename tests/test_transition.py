@@ -133,7 +133,7 @@ def test_generate_pads_mot_batches_with_filler_and_returns_real_rows() -> None:
     assert out.shape == (1, 9) and torch.equal(out[:, :3], prompt)
     # Greedy decoding of a real row inside a fixed filler batch equals a manual decode.
     filler = torch.randint(0, V, (3, T))
-    out = motlab.generate(model, prompt, max_new_tokens=2, temperature=0, filler_FT=filler)
+    out = motlab.generate(model, prompt, max_new_tokens=2, temperature=0, filler_WT=filler)
     batch = torch.cat([prompt, filler[:, :3]])
     first = model(batch)[0, -1].argmax()
     assert out[0, 3] == first

@@ -1,13 +1,12 @@
 """What the routed layers of a model do on one batch: merge weights, entropies, expert load.
 
-Nothing here re-implements a layer. Forward hooks on every block's feed-forward capture its
-input and the :class:`~motlab.layers.Aux` it returns during one ordinary forward pass; MoT merge
-weights are then recomputed from the captured input with the layer's own
-:meth:`~motlab.layers.MoT.merge_weights`, and token-choice load is read from the layer's own
-statistics (``tokens_per_expert`` after capacity, ``dropped_fraction``) plus the router's top-k
-choice (before capacity) from ``experts.router_logits``.
+Nothing here re-implements or even knows a layer. Forward hooks on every block's feed-forward
+capture its input and the :class:`~motlab.layers.Aux` it returns during one ordinary forward
+pass; each layer's own :meth:`~motlab.layers.FFNLayer.routing_report` then turns them into the
+detail below (MoT: merge weights recomputed with its ``merge_weights``; token choice: the
+router's top-k choices before capacity beside its own load statistics after it).
 
-Shape legend: n groups (B / G), G group size, T position, E experts, L routed layers.
+Shapes (legend in :mod:`motlab.shapes`): Q, G, T, E, L.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from motlab.layers import MoT, TokenChoice
 from motlab.model import GPT
 
 
@@ -29,9 +27,9 @@ class LayerRouting:
     block: int
     variant: str
     merge_weights: Tensor | None = None
-    """MoT: (n, G, T, E) weights, summing to 1 over G for every expert and position."""
+    """MoT: (Q, G, T, E) weights, summing to 1 over G for every expert and position."""
     entropy: Tensor | None = None
-    """MoT: (n, T, E) entropy of the merge weights over G, divided by log G (1 = uniform)."""
+    """MoT: (Q, T, E) entropy of the merge weights over G, divided by log G (1 = uniform)."""
     requested_per_expert: Tensor | None = None
     """Token choice: (E,) top-k choices per expert, before capacity."""
     tokens_per_expert: Tensor | None = None
@@ -59,10 +57,14 @@ class LayerRouting:
         return self.requested_per_expert / self.requested_per_expert.sum().clamp_min(1)
 
 
-def normalised_entropy(weights_nGTE: Tensor) -> Tensor:
-    """Entropy over the group axis (dim 1) divided by log G: (n, G, T, E) → (n, T, E)."""
-    G = weights_nGTE.shape[1]
-    w = weights_nGTE.float()
+REPORT_FIELDS = {"merge_weights", "requested_per_expert", "tokens_per_expert", "dropped_fraction"}
+"""The :class:`LayerRouting` fields a layer's ``routing_report`` may fill."""
+
+
+def normalised_entropy(weights_QGTE: Tensor) -> Tensor:
+    """Entropy over the group axis (dim 1) divided by log G: (Q, G, T, E) → (Q, T, E)."""
+    G = weights_QGTE.shape[1]
+    w = weights_QGTE.float()
     entropy = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
     return entropy / (math.log(G) if G > 1 else 1.0)
 
@@ -100,26 +102,19 @@ def inspect_routing(model: GPT, tokens_BT: Tensor) -> list[LayerRouting]:
 
     layers = []
     for i in sorted(captured):
-        ffn = model.blocks[i].ffn
         x_BTD, aux = captured[i]
         stats = {k: v.detach().cpu() for k, v in aux.stats.items()}  # type: ignore[attr-defined]
         info = LayerRouting(block=i, variant=model.cfg.block_ffn(i).variant, stats=stats)
-        if isinstance(ffn, MoT):
-            B, T, _ = x_BTD.shape
-            G = ffn.group_size
-            weights_MGE, _ = ffn.merge_weights(ffn.groups(x_BTD))
-            # Group t·n + i holds examples i·G … at position t: report (n, G, T, E).
-            weights_nGTE = weights_MGE.view(T, B // G, G, -1).permute(1, 2, 0, 3)
-            info.merge_weights = weights_nGTE.float().cpu()
+        report = model.blocks[i].ffn.routing_report(x_BTD, aux)
+        unknown = sorted(set(report) - REPORT_FIELDS)
+        if unknown:
+            raise KeyError(f"block {i}: routing_report keys {unknown} are not LayerRouting fields")
+        for key, value in report.items():
+            value = value.detach().cpu()
+            setattr(info, key, float(value) if key == "dropped_fraction" else value)
+        if info.merge_weights is not None:
+            info.merge_weights = info.merge_weights.float()
             info.entropy = normalised_entropy(info.merge_weights)
-        elif isinstance(ffn, TokenChoice):
-            E, K = ffn.experts.n_experts, ffn.cfg.top_k
-            logits_NE = ffn.experts.router_logits(x_BTD.reshape(-1, x_BTD.shape[-1]))
-            choice_NK = logits_NE.topk(K, dim=-1).indices  # softmax keeps the order
-            info.requested_per_expert = torch.bincount(choice_NK.reshape(-1), minlength=E).cpu()
-            info.tokens_per_expert = stats.get("tokens_per_expert")
-            dropped = stats.get("dropped_fraction")
-            info.dropped_fraction = None if dropped is None else float(dropped)
         layers.append(info)
     return layers
 

@@ -60,10 +60,10 @@ class Packer:
             raise ValueError(f"asked for {n} windows, {self.windows_ready()} ready")
         t = self.seq_len
         starts = self._pos + t * np.arange(n, dtype=np.int64)
-        index_nt1 = starts[:, None] + np.arange(t + 1, dtype=np.int64)[None, :]
-        windows_nt1 = self._tokens[index_nt1].astype(np.int64)
+        index_WU = starts[:, None] + np.arange(t + 1, dtype=np.int64)[None, :]
+        windows_WU = self._tokens[index_WU].astype(np.int64)
         self._pos += n * t
-        return torch.from_numpy(windows_nt1)
+        return torch.from_numpy(windows_WU)
 
     def state(self) -> dict[str, object]:
         """The unconsumed tokens. ``tokens`` stays the same object until the next :meth:`add`."""

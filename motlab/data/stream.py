@@ -270,9 +270,9 @@ class _StreamCore:
             n = min(batch_size, self.packer.windows_ready())
             if n == 0:
                 return
-            batch_bt1 = self.packer.take(n)
+            batch_BU = self.packer.take(n)
             self.batches_done += 1
-            yield batch_bt1
+            yield batch_BU
 
     # -- state -----------------------------------------------------------------------------
 

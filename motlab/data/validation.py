@@ -47,24 +47,24 @@ class ValidationBatches:
         wanted = self.val_batches * self.batch_size * self.world_size
         chunks = []
         got = 0
-        for chunk_nt1 in self.stream:
-            chunks.append(chunk_nt1)
-            got += len(chunk_nt1)
+        for chunk_WU in self.stream:
+            chunks.append(chunk_WU)
+            got += len(chunk_WU)
             if got >= wanted:
                 break
         self.malformed_records = self.stream.malformed_records
         self.stream._core = None  # drop the reader and its open file
         if not chunks:
             raise RuntimeError("the validation files yielded no complete window")
-        windows_nt1 = torch.cat(chunks)[:wanted]
-        usable = len(windows_nt1) // self.world_size * self.world_size
+        windows_WU = torch.cat(chunks)[:wanted]
+        usable = len(windows_WU) // self.world_size * self.world_size
         if usable < wanted:
             rank_zero_warn(
-                f"validation data holds {len(windows_nt1)} windows, fewer than the "
+                f"validation data holds {len(windows_WU)} windows, fewer than the "
                 f"{wanted} asked for (val_batches x batch_size x world_size); using {usable}"
             )
-        mine_nt1 = windows_nt1[self.rank : usable : self.world_size]
-        return list(mine_nt1.split(self.batch_size))
+        mine_WU = windows_WU[self.rank : usable : self.world_size]
+        return list(mine_WU.split(self.batch_size))
 
     def batches(self) -> list[torch.Tensor]:
         if self._batches is None:

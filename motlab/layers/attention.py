@@ -1,6 +1,6 @@
 """Causal multi-head self-attention on ``scaled_dot_product_attention`` (flash on GPU).
 
-Shape legend: B batch, T position, D d_model, H heads, K head size (D / H).
+Shapes (legend in :mod:`motlab.shapes`): B, T, D, H, A.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x_BTD: Tensor) -> Tensor:
         B, T, D = x_BTD.shape
         H = self.n_heads
-        q_BTHK, k_BTHK, v_BTHK = self.qkv(x_BTD).view(B, T, 3, H, D // H).unbind(dim=2)
-        y_BHTK = F.scaled_dot_product_attention(
-            q_BTHK.transpose(1, 2), k_BTHK.transpose(1, 2), v_BTHK.transpose(1, 2), is_causal=True
+        q_BTHA, k_BTHA, v_BTHA = self.qkv(x_BTD).view(B, T, 3, H, D // H).unbind(dim=2)
+        y_BHTA = F.scaled_dot_product_attention(
+            q_BTHA.transpose(1, 2), k_BTHA.transpose(1, 2), v_BTHA.transpose(1, 2), is_causal=True
         )
-        return self.proj(y_BHTK.transpose(1, 2).reshape(B, T, D))
+        return self.proj(y_BHTA.transpose(1, 2).reshape(B, T, D))

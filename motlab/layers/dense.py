@@ -1,4 +1,7 @@
-"""The dense ReLU feed-forward layer: the reference every routed layer is tested against."""
+"""The dense ReLU feed-forward layer: the reference every routed layer is tested against.
+
+Shapes (legend in :mod:`motlab.shapes`): B, T, D, F.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
 from motlab.layers.init import trunc_normal_fan_in_
+from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
 
 
 @dataclass
-class DenseConfig:
+class DenseConfig(FFNConfig):
     """Dense feed-forward: ``W2 · ReLU(W1 · x)``, no biases (as the routed experts)."""
 
     variant: Literal["dense"] = "dense"
@@ -23,17 +27,24 @@ class DenseConfig:
     """Hidden size; ``None`` takes the model's ``d_ff``."""
 
 
-class DenseFFN(nn.Module):
+class DenseFFN(FFNLayer):
     """x (B, T, D) → (B, T, D). Weights stored as (D, F) and (F, D) like one expert."""
 
     def __init__(self, d_model: int, d_ff: int, cfg: DenseConfig | None = None) -> None:
-        super().__init__()
         cfg = cfg or DenseConfig()
-        self.d_model, self.d_ff = d_model, cfg.d_ff or d_ff
-        self.w1 = nn.Parameter(torch.empty(self.d_model, self.d_ff))  # (D, F)
-        self.w2 = nn.Parameter(torch.empty(self.d_ff, self.d_model))  # (F, D)
-        trunc_normal_fan_in_(self.w1, fan_in=self.d_model)
-        trunc_normal_fan_in_(self.w2, fan_in=self.d_ff)
+        super().__init__(d_model, d_ff, cfg)
+        self.d_hidden = cfg.d_ff or d_ff
+        self.w1 = nn.Parameter(torch.empty(d_model, self.d_hidden))  # (D, F)
+        self.w2 = nn.Parameter(torch.empty(self.d_hidden, d_model))  # (F, D)
+        trunc_normal_fan_in_(self.w1, fan_in=d_model)
+        trunc_normal_fan_in_(self.w2, fan_in=self.d_hidden)
 
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
         return F.relu(x_BTD @ self.w1) @ self.w2, Aux()
+
+    def cost(self) -> LayerCost:
+        params = 2 * self.d_model * self.d_hidden
+        return LayerCost(active_params=params, forward_macs=params)
+
+
+register_variant("dense", DenseConfig, DenseFFN)

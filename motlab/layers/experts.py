@@ -1,6 +1,6 @@
 """The expert weights shared by every routed variant.
 
-Shape legend: D d_model, E experts, F expert hidden size, M tokens (or mixed tokens) per expert.
+Shapes (legend in :mod:`motlab.shapes`): D, E, F, M.
 
 MoT, token choice and expert choice all own one :class:`Experts` module with the same three
 tensors, ``router`` (D, E), ``w1`` (E, D, F) and ``w2`` (E, F, D). Because the layout and the
@@ -38,17 +38,19 @@ class Experts(nn.Module):
         trunc_normal_fan_in_(self.w1, fan_in=self.d_model)
         trunc_normal_fan_in_(self.w2, fan_in=self.d_expert)
 
-    def router_logits(self, x_ND: Tensor) -> Tensor:
+    def router_logits(self, x: Tensor) -> Tensor:
         """Router logits in fp32, as routing is precision-sensitive: (..., D) → (..., E).
 
         With ``float32_matmul_precision: high`` (the GPU configs) CUDA runs this matmul on TF32
         tensor cores: a 512-expert router in full float32 would cost as much time as its FFN.
         """
-        with torch.autocast(device_type=x_ND.device.type, enabled=False):
-            return x_ND.float() @ self.router.float()
+        if not torch.amp.is_autocast_available(x.device.type):  # the meta device (counting)
+            return x.float() @ self.router.float()
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return x.float() @ self.router.float()
 
     def forward(self, x_EMD: Tensor) -> Tensor:
-        """Apply expert e to row block e: (E, M, D) → (E, M, D)."""
+        """Apply expert e to its M inputs: (E, M, D) → (E, M, D)."""
         h_EMF = F.relu(torch.bmm(x_EMD, self.w1))  # bmm follows autocast (bf16 on GPU)
         return torch.bmm(h_EMF, self.w2)
 

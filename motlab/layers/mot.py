@@ -1,7 +1,6 @@
 """Mixture of Tokens (METHOD.md §2): experts see weighted mixtures of tokens from a group.
 
-Shape legend: B batch, T position, D d_model, E experts, F expert hidden size, G group size,
-n = B / G groups per position, M = T · n groups in all.
+Shapes (legend in :mod:`motlab.shapes`): B, T, D, E, F, G, Q, R.
 
 A group is G examples of the batch at one position (never several positions: that would leak
 the future). For every expert the router's logits are softmaxed *over the group*, each expert
@@ -21,10 +20,11 @@ from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts
+from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
 
 
 @dataclass
-class MoTConfig:
+class MoTConfig(FFNConfig):
     """Mixture of Tokens. Named MoT-{size}/{G}E/{k}: G = group_size, E = G·k, F = d_ff / k."""
 
     variant: Literal["mot"] = "mot"
@@ -44,6 +44,13 @@ class MoTConfig:
 
     def validate(self, d_ff: int) -> None:
         """Raise early, at config time, if the sizes don't fit together."""
+        if self.group_size < 1 or self.n_experts < 1:
+            raise ValueError(
+                "MoT needs model.net.ffn.group_size >= 1 and model.net.ffn.n_experts >= 1, got "
+                f"{self.group_size} and {self.n_experts}"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"model.net.ffn.temperature must be > 0, got {self.temperature}")
         self.expert_size(d_ff)
 
     def expert_size(self, d_ff: int) -> int:
@@ -58,16 +65,14 @@ class MoTConfig:
         return self.group_size * d_ff // self.n_experts
 
 
-class MoT(nn.Module):
+class MoT(FFNLayer):
     """Mixture of Tokens feed-forward layer: x (B, T, D) → (B, T, D)."""
 
+    cfg: MoTConfig
+
     def __init__(self, d_model: int, d_ff: int, cfg: MoTConfig) -> None:
-        super().__init__()
-        if cfg.group_size < 1 or cfg.n_experts < 1:
-            raise ValueError("MoT needs group_size >= 1 and n_experts >= 1")
-        if cfg.temperature <= 0:
-            raise ValueError(f"MoT temperature must be > 0, got {cfg.temperature}")
-        self.cfg = cfg
+        super().__init__(d_model, d_ff, cfg)
+        cfg.validate(d_ff)
         self.group_size = cfg.group_size
         self.discrete = cfg.discrete
         self.experts = Experts(d_model, cfg.n_experts, cfg.expert_size(d_ff))
@@ -78,7 +83,7 @@ class MoT(nn.Module):
             self.register_buffer("log_temperature", log_tau)
 
     def groups(self, x_BTD: Tensor) -> Tensor:
-        """(B, T, D) → (M, G, D): group t·n + i is examples i·G … i·G + G − 1 at position t.
+        """(B, T, D) → (R, G, D): group t·Q + i is examples i·G … i·G + G − 1 at position t.
 
         Position-major, and a copy: every group becomes one contiguous block, so mix, experts
         and unmix are batched matmuls reading each other's outputs through strided views.
@@ -95,45 +100,65 @@ class MoT(nn.Module):
             )
         return x_BTD.transpose(0, 1).reshape(T * (B // G), G, D)
 
-    def merge_weights(self, x_MGD: Tensor) -> tuple[Tensor, Tensor]:
-        """Weights (M, G, E) that sum to 1 over each group's G tokens, and the fp32 logits.
+    def merge_weights(self, x_RGD: Tensor) -> tuple[Tensor, Tensor]:
+        """Weights (R, G, E) that sum to 1 over each group's G tokens, and the fp32 logits.
 
-        M indexes groups as :meth:`groups` lays them out.
+        R indexes groups as :meth:`groups` lays them out.
         """
-        logits_MGE = self.experts.router_logits(x_MGD)
+        logits_RGE = self.experts.router_logits(x_RGD)
         if self.discrete:
-            winner_ME = logits_MGE.argmax(dim=1)
-            weights_MGE = F.one_hot(winner_ME, self.group_size).transpose(1, 2)
-            return weights_MGE.to(logits_MGE.dtype), logits_MGE
+            winner_RE = logits_RGE.argmax(dim=1)
+            weights_RGE = F.one_hot(winner_RE, self.group_size).transpose(1, 2)
+            return weights_RGE.to(logits_RGE.dtype), logits_RGE
         temperature = self.log_temperature.float().exp()
-        return torch.softmax(logits_MGE / temperature, dim=1), logits_MGE
+        return torch.softmax(logits_RGE / temperature, dim=1), logits_RGE
 
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
         B, T, D = x_BTD.shape
-        x_MGD = self.groups(x_BTD)
-        weights_MGE, logits_MGE = self.merge_weights(x_MGD)
-        w_MGE = weights_MGE.to(x_BTD.dtype)
+        x_RGD = self.groups(x_BTD)
+        weights_RGE, logits_RGE = self.merge_weights(x_RGD)
+        w_RGE = weights_RGE.to(x_BTD.dtype)
 
         # Mix: every expert gets one weighted sum of its group's G tokens.
-        mixed_MED = torch.bmm(w_MGE.transpose(1, 2), x_MGD)
-        y_EMD = self.experts(mixed_MED.transpose(0, 1))
+        mixed_RED = torch.bmm(w_RGE.transpose(1, 2), x_RGD)
+        y_ERD = self.experts(mixed_RED.transpose(0, 1))
         # Unmix with the same weights: token g gets Σ_e w[g, e] · y[e].
-        out_MGD = torch.bmm(w_MGE, y_EMD.transpose(0, 1))
+        out_RGD = torch.bmm(w_RGE, y_ERD.transpose(0, 1))
         # A (B, T, D) view of position-major memory: the residual add that follows (x + out)
         # writes in x's layout, so no copy is needed here.
-        out_BTD = out_MGD.view(T, B, D).transpose(0, 1)
-        return out_BTD, Aux(stats=self._stats(weights_MGE, logits_MGE))
+        out_BTD = out_RGD.view(T, B, D).transpose(0, 1)
+        return out_BTD, Aux(stats=self._stats(weights_RGE, logits_RGE))
 
     @torch.no_grad()
-    def _stats(self, weights_MGE: Tensor, logits_MGE: Tensor) -> dict[str, Tensor]:
+    def _stats(self, weights_RGE: Tensor, logits_RGE: Tensor) -> dict[str, Tensor]:
         """Merge-weight entropy normalised by log G (1 = uniform mix, 0 = one token), logits."""
-        w = weights_MGE.detach().float()
-        entropy_ME = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
+        w = weights_RGE.detach().float()
+        entropy_RE = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
         norm = math.log(self.group_size) if self.group_size > 1 else 1.0
-        logits = logits_MGE.detach()
+        logits = logits_RGE.detach()
         return {
-            "merge_entropy": entropy_ME.mean() / norm,
+            "merge_entropy": entropy_RE.mean() / norm,
             "router_logits_mean": logits.mean(),
             "router_logits_std": logits.std(),
             "temperature": self.log_temperature.detach().float().exp(),
         }
+
+    def cost(self) -> LayerCost:
+        """Every expert runs one mixed token per G tokens: E·2·D·F / G per token, plus the
+        router logits, the merge and the unmix (E·D each)."""
+        E, G, D, F = self.experts.n_experts, self.group_size, self.d_model, self.experts.d_expert
+        expert_share = E * 2 * D * F / G
+        return LayerCost(active_params=D * E + expert_share, forward_macs=expert_share + 3 * E * D)
+
+    @torch.no_grad()
+    def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
+        """``merge_weights`` (Q, G, T, E): the weights summing to 1 over G, recomputed from the
+        layer's input with :meth:`merge_weights`."""
+        B, T, _ = x_BTD.shape
+        G = self.group_size
+        weights_RGE, _ = self.merge_weights(self.groups(x_BTD))
+        # Group t·Q + i holds examples i·G … at position t.
+        return {"merge_weights": weights_RGE.view(T, B // G, G, -1).permute(1, 2, 0, 3)}
+
+
+register_variant("mot", MoTConfig, MoT)

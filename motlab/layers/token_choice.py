@@ -1,7 +1,6 @@
 """Token-choice (Switch-style) mixture of experts (METHOD.md §3).
 
-Shape legend: B batch, T position, D d_model, E experts, F expert hidden size, K top-k,
-N = B·T tokens, C capacity per expert, S = N·K routing assignments.
+Shapes (legend in :mod:`motlab.shapes`): B, T, D, E, F, K, N, C, S.
 
 Each token picks its top-k experts; each expert takes at most C assignments; the rest are dropped
 (the token keeps only its residual). Capacity is filled **position-major**: all assignments at
@@ -21,14 +20,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts, top_k_expert_size
+from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
 
 
 @dataclass
-class TokenChoiceConfig:
+class TokenChoiceConfig(FFNConfig):
     """Token choice with capacity. FLOP-matched top-1 uses expert size F = d_ff."""
 
     variant: Literal["token_choice"] = "token_choice"
@@ -42,26 +42,31 @@ class TokenChoiceConfig:
     d_expert: int | None = None
     """F: expert hidden size; ``None`` = d_ff / top_k (FLOP-matched)."""
     load_balancing_weight: float = 0.01
-    """α of the Switch load-balancing loss."""
+    """α of the Switch load-balancing loss (counts all K choices of every token)."""
     z_loss_weight: float = 0.0
     """Weight of the router z-loss mean(logsumexp(logits)²); 0 = off (the paper's setting)."""
 
     def validate(self, d_ff: int) -> None:
         """Raise early, at config time, if the sizes don't fit together."""
+        if not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(
+                f"token choice needs 1 <= model.net.ffn.top_k <= n_experts ({self.n_experts}), "
+                f"got {self.top_k}"
+            )
         self.expert_size(d_ff)
 
     def expert_size(self, d_ff: int) -> int:
         return top_k_expert_size(d_ff, self.top_k, self.d_expert, "token choice")
 
 
-class TokenChoice(nn.Module):
+class TokenChoice(FFNLayer):
     """Top-k token-choice routing with capacity: x (B, T, D) → (B, T, D)."""
 
+    cfg: TokenChoiceConfig
+
     def __init__(self, d_model: int, d_ff: int, cfg: TokenChoiceConfig) -> None:
-        super().__init__()
-        if not 1 <= cfg.top_k <= cfg.n_experts:
-            raise ValueError(f"token choice needs 1 <= top_k <= n_experts, got {cfg.top_k}")
-        self.cfg = cfg
+        super().__init__(d_model, d_ff, cfg)
+        cfg.validate(d_ff)
         self.experts = Experts(d_model, cfg.n_experts, cfg.expert_size(d_ff))
 
     def capacity(self, n_tokens: int) -> int:
@@ -90,26 +95,26 @@ class TokenChoice(nn.Module):
         # Dispatch by gathering each of the E·C slots' token; empty slots read some token and
         # their outputs are never read back.
         x_ECD = x_ND[_token_of_slot(slot_NK, kept_NK, E * C)].view(E, C, D)
-        y_MD = self.experts(x_ECD).view(E * C, D)
+        y_ECD = self.experts(x_ECD)
 
         # Combine by gathering each assignment's slot; a dropped one reads its full expert's
         # last slot and is masked out (the token keeps only its residual).
-        y_NKD = y_MD[slot_NK]
-        gated_NKD = torch.where(kept_NK[..., None], y_NKD * gate_NK[..., None].to(y_MD.dtype), 0)
+        y_NKD = y_ECD.view(E * C, D)[slot_NK]
+        gated_NKD = torch.where(kept_NK[..., None], y_NKD * gate_NK[..., None].to(y_NKD.dtype), 0)
         out_BTD = gated_NKD.sum(dim=1).view(B, T, D).to(x_BTD.dtype)
         return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_NK)
 
     def _aux(self, logits_NE: Tensor, probs_NE: Tensor, expert_NK: Tensor, kept_NK: Tensor) -> Aux:
         E = self.experts.n_experts
         # Switch load balancing: E · Σ_e mean_t p[t, e] · frac_e, frac_e counted before drops
-        # over every token's top choice.
-        top1_frac_E = _count(expert_NK[:, 0], E) / expert_NK.shape[0]
-        lb_loss = E * (probs_NE.mean(dim=0) * top1_frac_E).sum()
+        # over all K choices of every token (normalised by K, as GShard does; K = 1 is Switch).
+        frac_E = _count(expert_NK.reshape(-1), E) / expert_NK.numel()
+        lb_loss = E * (probs_NE.mean(dim=0) * frac_E).sum()
         z_loss = torch.logsumexp(logits_NE, dim=-1).pow(2).mean()
         losses = {"load_balancing_loss": self.cfg.load_balancing_weight * lb_loss}
         if self.cfg.z_loss_weight > 0:
             losses["z_loss"] = self.cfg.z_loss_weight * z_loss
-        kept_E = torch.zeros(E, device=kept_NK.device).index_add(
+        kept_E = torch.zeros(E, dtype=torch.float32, device=kept_NK.device).index_add(
             0, expert_NK.reshape(-1), kept_NK.reshape(-1).float()
         )
         stats = {
@@ -119,6 +124,26 @@ class TokenChoice(nn.Module):
             "tokens_per_expert": kept_E,
         }
         return Aux(losses=losses, stats=stats)
+
+    def cost(self) -> LayerCost:
+        """The router plus the K experts a token is sent to (the paper's convention: padded
+        capacity slots are not a token's compute)."""
+        D, E, K, F = self.d_model, self.experts.n_experts, self.cfg.top_k, self.experts.d_expert
+        active = D * E + K * 2 * D * F
+        return LayerCost(active_params=active, forward_macs=active)
+
+    @torch.no_grad()
+    def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
+        """``requested_per_expert`` (E,): the router's top-k choices before capacity, beside
+        ``tokens_per_expert`` and ``dropped_fraction`` after it (the layer's own statistics)."""
+        E, K = self.experts.n_experts, self.cfg.top_k
+        logits_NE = self.experts.router_logits(x_BTD.reshape(-1, x_BTD.shape[-1]))
+        choice_NK = logits_NE.topk(K, dim=-1).indices  # softmax keeps the order
+        return {
+            "requested_per_expert": torch.bincount(choice_NK.reshape(-1), minlength=E),
+            "tokens_per_expert": aux.stats["tokens_per_expert"],
+            "dropped_fraction": aux.stats["dropped_fraction"],
+        }
 
 
 def _slots_in_fill_order(expert_S: Tensor, n_experts: int, capacity: int) -> tuple[Tensor, Tensor]:
@@ -160,6 +185,9 @@ def _token_of_slot(slot_NK: Tensor, kept_NK: Tensor, n_slots: int) -> Tensor:
 
 def _count(index_S: Tensor, n: int) -> Tensor:
     """How often each of 0..n-1 occurs in ``index_S`` (a fixed-size bincount, compile-friendly)."""
-    return torch.zeros(n, device=index_S.device).index_add(
-        0, index_S, torch.ones_like(index_S, dtype=torch.float)
+    return torch.zeros(n, dtype=torch.float32, device=index_S.device).index_add(
+        0, index_S, torch.ones_like(index_S, dtype=torch.float32)
     )
+
+
+register_variant("token_choice", TokenChoiceConfig, TokenChoice)

@@ -30,14 +30,14 @@ class TinyLM(pl.LightningModule):
         self.seen: list[torch.Tensor] = []
         self.val_seen: list[torch.Tensor] = []
 
-    def training_step(self, batch_bt1: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        self.seen.append(batch_bt1.clone())
-        inputs_bt, targets_bt = batch_bt1[:, :-1], batch_bt1[:, 1:]
-        logits_btv = self.head(self.emb(inputs_bt))
-        return nn.functional.cross_entropy(logits_btv.flatten(0, 1), targets_bt.flatten())
+    def training_step(self, batch_BU: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        self.seen.append(batch_BU.clone())
+        inputs_BT, targets_BT = batch_BU[:, :-1], batch_BU[:, 1:]
+        logits_BTV = self.head(self.emb(inputs_BT))
+        return nn.functional.cross_entropy(logits_BTV.flatten(0, 1), targets_BT.flatten())
 
-    def validation_step(self, batch_bt1: torch.Tensor, batch_idx: int) -> None:
-        self.val_seen.append(batch_bt1.clone())
+    def validation_step(self, batch_BU: torch.Tensor, batch_idx: int) -> None:
+        self.val_seen.append(batch_BU.clone())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.use_stepping_batches:

@@ -55,3 +55,53 @@ def test_experts_must_divide_group_times_k() -> None:
 def test_batch_not_a_multiple_of_group_size() -> None:
     with pytest.raises(ValueError, match="group_size=4"):
         _ec()(torch.randn(6, T, D))
+
+
+def test_output_norm_gives_unpicked_tokens_beta_and_hides_single_gates() -> None:
+    """What the paper's output LayerNorm does (documented in the layer): an unpicked token gets
+    LN(0) = β; for tokens picked by one expert the gate cancels, so the router gets no gradient
+    from them. Without the norm, unpicked tokens get exactly 0 and gates get gradients."""
+    x = torch.randn(4, T, D)  # one group; E = 2 experts pick c = 2 tokens each
+    for output_norm in (True, False):
+        ec = _ec(n_experts=4, output_norm=output_norm)  # c = 1: each token picked 0..4 times
+        with torch.no_grad():
+            ec.experts.w2.mul_(100)  # outputs far above the norm's ε, which alone passes a gate on
+            if output_norm:
+                ec.norm.bias.uniform_(-1, 1)
+        out, aux = ec(x)
+        counts = torch.zeros(4, T)
+        scores = torch.softmax(x @ ec.experts.router, dim=-1)
+        for t in range(T):
+            for e in range(4):
+                counts[scores[:, t, e].argmax(), t] += 1
+        unpicked = counts == 0
+        assert unpicked.any()
+        expected = ec.norm.bias.detach() if output_norm else torch.zeros(D)
+        torch.testing.assert_close(out[unpicked], expected.expand(int(unpicked.sum()), D))
+
+        once = counts == 1
+        assert once.any()
+        ec.zero_grad()
+        loss = out[once].pow(2).sum()
+        loss.backward()
+        relative_grad = ec.experts.router.grad.abs().max().item() / loss.item()
+        if output_norm:
+            assert relative_grad < 1e-4  # what is left flows through the norm's ε
+        else:
+            assert relative_grad > 0.1
+
+
+def test_counts_in_float32_whatever_the_default_dtype() -> None:
+    torch.set_default_dtype(torch.float64)
+    try:
+        ec = _ec(output_norm=False)
+        _, aux = ec(torch.randn(8, T, D))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert aux.stats["max_experts_per_token"].dtype == torch.float32
+
+
+def test_reports_its_statistics() -> None:
+    _, aux = _ec()(torch.randn(8, T, D))
+    assert set(aux.stats) == {"gate_mean", "gate_std", "unrouted_fraction", "max_experts_per_token"}
+    assert aux.losses == {}

@@ -105,3 +105,10 @@ def test_output_matches_the_formula_written_as_loops(
                 expected[rows, t] += w_GE[:, e, None] * y_D
     torch.testing.assert_close(out, expected)
     assert_same_grads(out, expected, [x, *mot.parameters()])
+
+
+def test_reports_its_statistics() -> None:
+    _, aux = _mot()(torch.randn(4, T, D))
+    assert set(aux.stats) == {"merge_entropy", "router_logits_mean", "router_logits_std",
+                              "temperature"}  # fmt: skip
+    assert aux.losses == {}

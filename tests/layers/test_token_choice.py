@@ -118,3 +118,34 @@ def test_output_matches_position_major_filling_written_as_loops(
     torch.testing.assert_close(out, expected)
     assert_same_grads(out, expected, [x, *tc.parameters()])
     assert aux.stats["tokens_per_expert"].tolist() == [float(n) for n in taken]
+
+
+def test_load_balancing_counts_all_top_k_choices() -> None:
+    """For top_k > 1, frac_e counts every one of a token's K choices (normalised by K), as
+    GShard and the authors' code do, not only its first choice."""
+    tc = _tc(n_experts=3, top_k=2, capacity_factor=None)
+    x = torch.randn(2, 5, D)
+    _, aux = tc(x)
+    probs = torch.softmax(x.reshape(-1, D) @ tc.experts.router, dim=-1)
+    choices = probs.topk(2, dim=-1).indices.reshape(-1)
+    frac = torch.bincount(choices, minlength=3).float() / choices.numel()
+    expected = 3 * (probs.mean(dim=0) * frac).sum()
+    assert aux.stats["load_balancing"].item() == pytest.approx(expected.item(), rel=1e-6)
+    first_only = torch.bincount(probs.argmax(-1), minlength=3).float() / probs.shape[0]
+    assert not torch.allclose(frac, first_only)  # the two counts differ on this batch
+
+
+def test_counts_in_float32_whatever_the_default_dtype() -> None:
+    torch.set_default_dtype(torch.float64)
+    try:
+        tc = _tc(capacity_factor=1.0)
+        _, aux = tc(torch.randn(2, 4, D))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert aux.stats["tokens_per_expert"].dtype == torch.float32
+
+
+def test_reports_its_statistics_and_losses() -> None:
+    _, aux = _tc(z_loss_weight=1e-3)(torch.randn(2, 4, D))
+    assert set(aux.stats) == {"load_balancing", "z_loss", "dropped_fraction", "tokens_per_expert"}
+    assert set(aux.losses) == {"load_balancing_loss", "z_loss"}

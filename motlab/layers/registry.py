@@ -1,0 +1,176 @@
+"""The contract every feed-forward variant keeps, and the registry that names them.
+
+A variant is a config dataclass and a layer class, joined under a name by one
+:func:`register_variant` call at the bottom of the variant's own file in ``motlab/layers/``
+(the package imports every module in it, so nothing else needs editing). Everything outside
+that file — the model, the CLI, parameter and FLOP counts, routing analysis and the tests that
+are parametrised over the registry — works through this contract alone:
+
+* the config subclasses :class:`FFNConfig`: a ``variant`` literal, ``validate(d_ff)`` and
+  ``group_size`` (1 unless the layer mixes or picks across the batch);
+* the layer subclasses :class:`FFNLayer`: built as ``Layer(d_model, d_ff, cfg)``, it maps
+  ``x_BTD`` to ``(out_BTD, Aux)``, and may override :meth:`FFNLayer.cost` (active parameters
+  and multiply-adds per token) and :meth:`FFNLayer.routing_report` (what analysis shows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from motlab.layers.aux import Aux
+
+
+class FFNConfig(Protocol):
+    """What a variant's config dataclass provides; subclass it to inherit the defaults.
+
+    Fields become ``model.net.ffn.*`` keys; their attribute docstrings are the help text that
+    ``motlab variants`` prints.
+    """
+
+    variant: str
+    """Registry name of the variant (a ``Literal`` field whose default is that name)."""
+
+    @property
+    def group_size(self) -> int:
+        """Examples of the batch the layer mixes or picks among at one position; the per-device
+        batch must be a multiple of it. 1 = every row is computed on its own."""
+        return 1
+
+    def validate(self, d_ff: int) -> None:
+        """Raise at config time, before any model is built, if the sizes don't fit together."""
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """What one token costs in a feed-forward layer, for comparing variants at equal compute."""
+
+    active_params: float
+    """Parameters a token's computation is multiplied by (fractional for layers whose experts
+    process mixtures or picks of a group)."""
+    forward_macs: float
+    """Multiply-adds per token in the forward pass."""
+
+
+class FFNLayer(nn.Module):
+    """Base class of every feed-forward layer: ``Layer(d_model, d_ff, cfg)``, then
+    ``forward(x_BTD) -> (out_BTD, Aux)``.
+
+    Args:
+        d_model: Residual width D.
+        d_ff: The model's dense hidden size, the basis of FLOP matching.
+        cfg: The variant's config.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, cfg: FFNConfig) -> None:
+        super().__init__()
+        self.d_model, self.d_ff, self.cfg = d_model, d_ff, cfg
+
+    def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def cost(self) -> LayerCost:
+        """Active parameters and forward multiply-adds per token.
+
+        The default counts every parameter as active and measures the multiply-adds with
+        ``torch.utils.flop_counter`` over one forward pass on the meta device (no memory, no
+        arithmetic). Override it where the paper's convention differs from what runs: the
+        built-in routed layers count analytically (token choice, for one, computes padded
+        capacity slots that do not count as a token's compute).
+        """
+        G = self.cfg.group_size
+        B, T = 2 * G, 16
+        meta = {
+            name: torch.empty_like(t, device="meta")
+            for name, t in [*self.named_parameters(), *self.named_buffers()]
+        }
+        x_BTD = torch.empty(B, T, self.d_model, device="meta")
+        try:
+            with FlopCounterMode(display=False) as counter:
+                torch.func.functional_call(self, meta, (x_BTD,))
+        except Exception as e:
+            raise RuntimeError(
+                f"{type(self).__name__}.cost(): the layer's forward pass cannot run on the meta "
+                f"device to count its FLOPs ({e}); override cost() in the variant's file"
+            ) from e
+        params = sum(p.numel() for p in self.parameters())
+        return LayerCost(active_params=params, forward_macs=counter.get_total_flops() / 2 / (B * T))
+
+    def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
+        """Routing detail for :func:`motlab.analysis.inspect_routing`, from the layer's input
+        and output ``Aux`` on one batch (keys: ``LayerRouting`` fields). None by default."""
+        return {}
+
+
+class Variant(NamedTuple):
+    """A registered variant: its config dataclass and its layer class."""
+
+    config: type[FFNConfig]
+    layer: type[FFNLayer]
+
+
+FFN_REGISTRY: dict[str, Variant] = {}
+"""Every registered variant by name (``model.net.ffn.variant``)."""
+
+
+def register_variant(name: str, config_cls: type, layer_cls: type) -> None:
+    """Make a feed-forward variant available as ``model.net.ffn.variant: name``.
+
+    Checks the contract once, here, so that a mistake shows at import rather than mid-run.
+    """
+    problems = []
+    if not (dataclasses.is_dataclass(config_cls) and FFNConfig in config_cls.__mro__):
+        problems.append(f"{config_cls.__name__} must be a dataclass subclassing FFNConfig")
+    else:
+        fields = {f.name: f for f in dataclasses.fields(config_cls)}
+        if "variant" not in fields or fields["variant"].default != name:
+            problems.append(f"{config_cls.__name__}.variant must default to {name!r}")
+    if not (isinstance(layer_cls, type) and issubclass(layer_cls, FFNLayer)):
+        problems.append(f"{getattr(layer_cls, '__name__', layer_cls)} must subclass FFNLayer")
+    if name in FFN_REGISTRY and FFN_REGISTRY[name] != (config_cls, layer_cls):
+        problems.append(f"the name {name!r} is taken by {FFN_REGISTRY[name].layer.__name__}")
+    if problems:
+        raise TypeError(f"register_variant({name!r}): " + "; ".join(problems))
+    FFN_REGISTRY[name] = Variant(config_cls, layer_cls)
+
+
+def _variant(name: str) -> Variant:
+    if name not in FFN_REGISTRY:
+        raise ValueError(
+            f"unknown feed-forward variant {name!r}; valid names: {', '.join(FFN_REGISTRY)} "
+            "(set model.net.ffn.variant; `motlab variants` lists them with their keys)"
+        )
+    return FFN_REGISTRY[name]
+
+
+def config_fields(config_cls: type) -> list[dataclasses.Field]:
+    """The user-settable fields of a variant's config (all but ``variant``)."""
+    return [f for f in dataclasses.fields(config_cls) if f.name != "variant"]
+
+
+def ffn_config(spec: Mapping[str, Any] | FFNConfig) -> FFNConfig:
+    """Turn ``{"variant": "mot", "group_size": 32, ...}`` into that variant's config dataclass."""
+    if dataclasses.is_dataclass(spec):
+        return spec  # type: ignore[return-value]
+    spec = dict(spec)  # type: ignore[arg-type]
+    name = spec.pop("variant", "dense")
+    config_cls = _variant(name).config
+    fields = {f.name for f in config_fields(config_cls)}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} for feed-forward variant {name!r}; "
+            f"valid keys: {sorted(fields)} (`motlab variants {name}` describes them)"
+        )
+    return config_cls(**spec)
+
+
+def build_ffn(d_model: int, d_ff: int, cfg: FFNConfig) -> FFNLayer:
+    """Instantiate the layer of ``cfg.variant``; every layer maps (B, T, D) → ((B, T, D), Aux)."""
+    return _variant(cfg.variant).layer(d_model, d_ff, cfg)
