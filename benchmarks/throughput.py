@@ -145,10 +145,10 @@ def time_bare(cli: Any, args: argparse.Namespace) -> float:
     )
 
     if args.loop == "bare":
-        lit._set_loss()  # motlab's own loss function, eager or compiled as `motlab fit` runs it
 
         def step_loss(batch: torch.Tensor) -> torch.Tensor:
-            ce, aux = lit._loss(batch)
+            # motlab's own loss function, eager or compiled as `motlab fit` runs it
+            ce, aux = lit.loss_fn(batch)
             return ce + aux.total_loss()
 
     else:  # plain: the loss written out, only the model compiled

@@ -151,10 +151,24 @@ class RunCheckpoint(ModelCheckpoint):
 
     Lightning writes ``last.ckpt`` only at the ``every_n_train_steps`` boundaries (and at the end
     only if it never wrote one), so a run whose ``max_steps`` is not a multiple of the interval
-    would end with a stale ``last.ckpt``. Here the end of training writes it again when the
-    newest save is older than the final step.
+    would end with a stale ``last.ckpt``. Here the end of training writes it again when no
+    checkpoint was saved at the final step. Public API only: every save passes through the
+    ``on_save_checkpoint`` hook, which records its step, and the final one is written with
+    ``Trainer.save_checkpoint``.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._saved_at_step: int | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._saved_at_step = trainer.global_step
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not self.save_last or self.dirpath is None or trainer.sanity_checking:
+            return
+        if self._saved_at_step != trainer.global_step:
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            trainer.save_checkpoint(self.last_model_path)

@@ -1,22 +1,33 @@
-"""Save and load models outside of training: ``motlab.load_model(path)``.
+"""What a checkpoint file holds, and whether it fits a model: the one place that reads them.
 
 Two file kinds are understood: the Lightning checkpoints that ``motlab fit`` writes (the GPT
-config as a plain dict in ``ckpt["net_config"]`` — the net as saved — and in
-``ckpt["hyper_parameters"]["net"]``, the weights under ``net.``), and the plain files
-:func:`save_model` writes (``{"config": ..., "state_dict": ...}``).
+config as a plain dict in ``ckpt["net_config"]`` — the net as saved, which may differ from the
+hyper-parameters after an in-run switch — and in ``ckpt["hyper_parameters"]["net"]``; the
+weights under ``net.``), and the plain files :func:`save_model` writes (``{"config": ...,
+"state_dict": ...}``).
+
+Files are read with ``torch.load(weights_only=True)``: tensors, containers and numbers only,
+never arbitrary pickled objects, so a checkpoint from elsewhere cannot run code. motlab's own
+files need nothing more; any other file is refused with a message naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from motlab.config import GPTConfig
 from motlab.model import GPT
+
+WHAT = "a motlab checkpoint (`motlab fit`'s .ckpt or a motlab.save_model file)"
 
 
 def config_to_dict(cfg: GPTConfig) -> dict[str, Any]:
@@ -24,33 +35,101 @@ def config_to_dict(cfg: GPTConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def variant_of(config: Mapping[str, Any]) -> str:
+    """The feed-forward variant a GPT config dict's routed blocks use."""
+    return str(dict(config.get("ffn") or {}).get("variant", "dense"))
+
+
 def save_model(model: GPT, path: str | Path) -> None:
     """Write the config and weights of ``model`` for :func:`load_model`."""
     torch.save({"config": config_to_dict(model.cfg), "state_dict": model.state_dict()}, path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(net config dict, net state dict)`` of a training checkpoint or a save_model file.
+@dataclass(frozen=True)
+class SavedNet:
+    """The net a checkpoint file describes."""
 
-    For a Lightning checkpoint the config is the net as it was when saved (``net_config``,
-    written by ``LitLM.on_save_checkpoint``), else the ``net`` hyper-parameter; the weights are
-    the ``state_dict`` entries under ``net.`` with that prefix removed.
+    path: Path
+    config: dict[str, Any]
+    """The GPT config as saved (plain dict)."""
+    state: dict[str, Tensor]
+    """The net's weights, names without the ``net.`` prefix."""
+    global_step: int | None
+    """Optimiser steps trained (None for a save_model file)."""
+
+    @property
+    def variant(self) -> str:
+        return variant_of(self.config)
+
+    def describe(self) -> str:
+        step = "" if self.global_step is None else f", step {self.global_step}"
+        return f"{self.path} ({self.variant}{step})"
+
+
+def load_file(path: str | Path, what: str = WHAT, option: str | None = None) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a file the user named, on the CPU.
+
+    Every failure names the file, the option it came from (``option``, e.g. ``--ckpt_path``) and
+    what was expected of it, instead of a bare ``UnpicklingError`` or ``EOFError``.
     """
     path = Path(path)
+    where = f"{option} {path}" if option else str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no model checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "config" in ckpt:  # save_model
-        return ckpt["config"], ckpt["state_dict"]
-    hparams = ckpt.get("hyper_parameters", {})
-    net = ckpt.get("net_config") or hparams.get("net_config") or hparams.get("net")
+        raise FileNotFoundError(f"{where}: no such file; expected {what}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{where} holds objects other than tensors, containers and numbers, so it is not "
+            f"{what}; motlab loads checkpoints with torch.load(weights_only=True) and does not "
+            f"unpickle arbitrary objects. ({str(e).splitlines()[0]})"
+        ) from e
+    except (RuntimeError, ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"{where} is not {what}: it is truncated, corrupt or of another format "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
+        ) from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} holds a {type(obj).__name__}, not {what}")
+    return obj
+
+
+def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:
+    """The net config and weights of a training checkpoint or a save_model file.
+
+    For a Lightning checkpoint the config is the net as it was when saved (``net_config``,
+    written by ``LitLM.on_save_checkpoint``), else the ``net`` hyper-parameter.
+    """
+    ckpt = load_file(path, option=option)
+    where = f"{option} {path}" if option else str(path)
+    if "config" in ckpt and "state_dict" in ckpt:  # save_model
+        return SavedNet(Path(path), dict(ckpt["config"]), dict(ckpt["state_dict"]), None)
+    net = _net_config(ckpt)
     if net is None or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is neither a motlab training checkpoint nor a save_model file")
-    if dataclasses.is_dataclass(net):
-        net = dataclasses.asdict(net)
+        raise ValueError(
+            f"{where} is a PyTorch file but not {WHAT}: it has no model config and weights "
+            f"(keys: {sorted(ckpt)[:8]})"
+        )
     prefix = "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    return dict(net), state
+    return SavedNet(Path(path), net, state, ckpt.get("global_step"))
+
+
+def read_net_config(path: str | Path, option: str | None = None) -> dict[str, Any] | None:
+    """The net config of a Lightning checkpoint (None if it has none), read lazily (mmap)."""
+    return _net_config(load_file(path, option=option))
+
+
+def _net_config(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
+    hparams = ckpt.get("hyper_parameters") or {}
+    net = ckpt.get("net_config") or hparams.get("net_config") or hparams.get("net")
+    return dict(net) if net is not None else None
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(net config dict, net state dict)`` of a training checkpoint or a save_model file."""
+    saved = read_saved_net(path)
+    return saved.config, saved.state
 
 
 def net_config_mismatch(
@@ -83,19 +162,66 @@ def net_config_mismatch(
     return ""
 
 
+def check_weights_fit(saved: SavedNet, state: Mapping[str, Tensor], model: GPT) -> None:
+    """Raise, naming the file and both variants, unless ``state`` loads strictly into ``model``."""
+    current = model.state_dict()
+    missing = sorted(set(current) - set(state))
+    unexpected = sorted(set(state) - set(current))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in current.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        ours = variant_of(config_to_dict(model.cfg))
+        lines = [
+            f"model.init_from={saved.path}: its weights do not fit this model "
+            f"(checkpoint variant {saved.variant}, this model {ours})."
+        ]
+        if missing:
+            lines.append(f"  missing in the checkpoint: {_short(missing)}")
+        if unexpected:
+            lines.append(f"  not in this model: {_short(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches: {_short(shapes)}")
+        raise ValueError("\n".join(lines))
+
+
+def find_last_checkpoint(root: Path) -> Path:
+    """The newest ``last.ckpt`` of an experiment: ``root`` may be an experiment directory
+    (``runs/mot``: its ``version_*/checkpoints/last.ckpt``), a version directory or a
+    checkpoint directory."""
+    candidates = [
+        *root.glob("version_*/checkpoints/last.ckpt"),
+        *root.glob("checkpoints/last.ckpt"),
+        *root.glob("last.ckpt"),
+    ]
+    if not candidates:
+        raise FileNotFoundError(
+            f"no last.ckpt in {root} (looked in version_*/checkpoints/, checkpoints/ and the "
+            "directory itself)"
+        )
+    return max(candidates, key=lambda c: c.stat().st_mtime)
+
+
 def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:
     cfg = GPTConfig(**{k: v for k, v in dict(config).items() if not k.startswith("_")})
     return config_to_dict(cfg)
 
 
+def _short(items: list[str], n: int = 5) -> str:
+    more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
 def load_config(path: str | Path) -> GPTConfig:
     """The :class:`GPTConfig` stored in a checkpoint."""
-    return GPTConfig(**read_checkpoint(path)[0])
+    return GPTConfig(**read_saved_net(path).config)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
     """The GPT stored at ``path``, in eval mode: ``model(tokens_BT) → logits_BTV``."""
-    config, state = read_checkpoint(path)
-    model = GPT(GPTConfig(**config))
-    model.load_state_dict(state)
+    saved = read_saved_net(path)
+    model = GPT(GPTConfig(**saved.config))
+    model.load_state_dict(saved.state)
     return model.to(map_location).eval()

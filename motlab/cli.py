@@ -3,7 +3,8 @@
 This is the only place where YAML and command-line flags become objects. Top-level keys:
 
 * ``model`` — :class:`~motlab.lit.LitLM`: ``net`` (:class:`~motlab.config.GPTConfig`),
-  ``optim`` (:class:`~motlab.optim.OptimConfig`), ``init_from``, ``compile``;
+  ``optim`` (:class:`~motlab.optim.OptimConfig`), ``init_from``, ``compile``, ``transition``
+  (:class:`~motlab.transition.TransitionConfig`), ``discrete_eval``;
 * ``data`` — :class:`~motlab.data.C4DataModule` (``path``, ``tokenizer``, ``batch_size`` per
   device, ``seq_len``, ``num_workers``, ...). ``model.net.vocab_size`` is bound from the
   tokenizer and ``model.net.seq_len`` from ``data.seq_len``: they are not set in YAML;
@@ -40,14 +41,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.callbacks import ProgressBar as BaseProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from motlab.callbacks import ProgressBar, RunCheckpoint, SpeedMonitor
-from motlab.checkpoint import config_to_dict, net_config_mismatch
-from motlab.config import GPTConfig
-from motlab.data.sources import check_hub
+from motlab.checkpoint import find_last_checkpoint, read_net_config
 from motlab.lit import LitLM
-from motlab.transition import convert_config, saved_after_switch
 
 LATE_BOUND_NET_KEYS = ("vocab_size",)
 """``model.net`` keys bound at instantiation (from the tokenizer), absent from the parsed config."""
@@ -131,7 +128,8 @@ class MotCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with :class:`ProgressBar` unless the bar is off or one is configured."""
-        config = self._get(self.config_init, "trainer", default={})
+        init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        config = init.get("trainer") or {}
         if config.get("enable_progress_bar") is not False and "callbacks" not in kwargs:
             callbacks = config.get("callbacks") or []
             callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
@@ -145,36 +143,32 @@ class MotCLI(LightningCLI):
         return trainer
 
     def before_instantiate_classes(self) -> None:
-        """Set the float32 matmul precision; fail on an unreachable hub in seconds, before the
-        model is built."""
+        """Set the float32 matmul precision; let the data module fail in seconds (an
+        unreachable hub) before the model is built."""
         config = self.config.get(self.config.get("subcommand") or "", self.config)
         precision = config.get("float32_matmul_precision")
         if precision and torch.cuda.is_available():
             # The global setter, not the per-backend one: Lightning reads it back on CUDA.
             torch.set_float32_matmul_precision(precision)
         data = config.get("data")
-        if data is not None and data.get("path") is None and data.get("train_files") is None:
-            check_hub(data.get("hub_dataset", "allenai/c4"), data.get("hub_config", "en"), "train")
+        if data is not None and issubclass(self.datamodule_class, _data_module_class()):
+            self.datamodule_class.check_config(data)
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is not None and self.datamodule is not None:
             self.model.check_batch_size(getattr(self.datamodule, "batch_size", None))
 
-    def test(self, model: LitLM, datamodule: Any = None, **kwargs: Any) -> Any:
-        """``motlab test``; a data module without a test split is tested on its validation data."""
-        if datamodule is not None and not is_overridden("test_dataloader", datamodule):
-            rank_zero_info("the data module has no test split: testing on its validation data")
-            datamodule.test_dataloader = datamodule.val_dataloader
-        return self.trainer.test(model, datamodule=datamodule, **kwargs)
-
     # ------------------------------------------------------------------------- --ckpt_path
 
     def _parse_ckpt_path(self) -> None:
-        """Resolve ``--ckpt_path last``; check (fit) or adopt (validate/test) its model config.
+        """Resolve ``--ckpt_path last``; keep (fit) or adopt (validate/test) the model config.
 
-        Replaces LightningCLI's version, which silently overwrites the configured model with the
-        checkpoint's hyper-parameters — a resumed run would train a different variant than the
-        one the user configured, without a word.
+        Overrides a private LightningCLI method (``tests/test_cli.py`` fails if Lightning
+        renames it): Lightning's version silently overwrites the configured model with the
+        checkpoint's hyper-parameters, so a resumed run would train another variant than the
+        one configured without a word. Here ``fit`` keeps the configured model, and
+        ``LitLM.on_load_checkpoint`` refuses a checkpoint that does not fit it; ``validate`` and
+        ``test`` evaluate the checkpoint's own model.
         """
         subcommand = self.config.get("subcommand")
         if not subcommand:
@@ -184,7 +178,7 @@ class MotCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
         if ckpt_path == "last":
-            ckpt_path = str(find_last_checkpoint(config))
+            ckpt_path = str(experiment_last_checkpoint(config, "--ckpt_path last"))
             config.ckpt_path = ckpt_path
             rank_zero_info(f"--ckpt_path last: {ckpt_path}")
         path = Path(ckpt_path)
@@ -192,24 +186,10 @@ class MotCLI(LightningCLI):
             raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint")
         if not path.is_file():
             return  # a sharded (distributed) checkpoint directory: Lightning loads it
+        saved = read_net_config(path, option="--ckpt_path")  # a clear error if not a checkpoint
         if subcommand == "fit":
             _continue_logging_in_version_of(config, path)
-        saved = _saved_net_config(path)
-        if saved is None:
-            return
-        if subcommand == "fit":
-            current = _namespace_to_dict(config.model.net)
-            current_variant = dict(current.get("ffn") or {}).get("variant", "dense")
-            saved_variant = dict(saved.get("ffn") or {}).get("variant", "dense")
-            switch_at = config.model.get("switch_to_token_choice_at")
-            if saved_after_switch(saved_variant, current_variant, switch_at):
-                # Saved after the in-run MoT → token-choice switch: compare with the switched net.
-                net = GPTConfig(**{k: v for k, v in current.items() if not k.startswith("_")})
-                current = config_to_dict(convert_config(net, config.model.transition_routing))
-            message = net_config_mismatch(saved, current, ignore=LATE_BOUND_NET_KEYS)
-            if message:
-                raise ValueError(f"cannot resume from {ckpt_path}: {message}")
-        else:
+        elif saved is not None:
             changed = []
             for key, value in saved.items():
                 if key in LATE_BOUND_NET_KEYS or key.startswith("_"):
@@ -221,27 +201,19 @@ class MotCLI(LightningCLI):
                 rank_zero_info(f"{subcommand}: model.net {changed} taken from {ckpt_path}")
 
 
-def find_last_checkpoint(config: Namespace) -> Path:
-    """The newest ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's)."""
+def experiment_last_checkpoint(config: Namespace, option: str) -> Path:
+    """The newest ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's):
+    in ``checkpoint.dirpath`` if set, else under ``{logger save_dir}/{logger name}``."""
     dirpath = config.get("checkpoint", Namespace()).get("dirpath")
-    if dirpath:
-        candidates = [Path(dirpath) / "last.ckpt"]
-        where = str(dirpath)
-    else:
-        root = _logger_root(config)
-        if root is None:
-            raise ValueError(
-                "--ckpt_path last needs checkpoint.dirpath, or a logger with save_dir and name"
-            )
-        candidates = list(root.glob("version_*/checkpoints/last.ckpt"))
-        where = str(root / "version_*" / "checkpoints")
-    found = [c for c in candidates if c.exists()]
-    if not found:
+    root = Path(dirpath) if dirpath else _logger_root(config)
+    if root is None:
+        raise ValueError(f"{option} needs checkpoint.dirpath, or a logger with save_dir and name")
+    try:
+        return find_last_checkpoint(root)
+    except FileNotFoundError as e:
         raise FileNotFoundError(
-            f"--ckpt_path last: no last.ckpt in {where}; start without --ckpt_path, or pass the "
-            "path of a checkpoint"
-        )
-    return max(found, key=lambda c: c.stat().st_mtime)
+            f"{option}: {e}; start without it, or pass the path of a checkpoint"
+        ) from e
 
 
 def _logger_root(config: Namespace) -> Path | None:
@@ -277,15 +249,6 @@ def _continue_logging_in_version_of(config: Namespace, ckpt: Path) -> None:
         logger.init_args.version = version_dir.name
 
 
-def _saved_net_config(path: Path) -> dict[str, Any] | None:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - an older pickle; fall back to a full load
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    net = ckpt.get("net_config") or ckpt.get("hyper_parameters", {}).get("net")
-    return dict(net) if net is not None else None
-
-
 def _namespace_to_dict(value: Any) -> Any:
     if isinstance(value, Namespace):
         return value.as_dict()
@@ -300,6 +263,7 @@ def cli_main(args: Sequence[str] | None = None, **kwargs: Any) -> MotCLI:
 TOOLS = {
     "compare": "motlab.compare",  # motlab compare RUN_DIR... [--target-loss X] [--plot out.png]
     "zeroshot": "motlab.zeroshot",  # motlab zeroshot --checkpoint CKPT --task piqa|...
+    "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 

@@ -20,18 +20,24 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from motlab.checkpoint import config_to_dict, net_config_mismatch, read_checkpoint
+from motlab.checkpoint import (
+    check_weights_fit,
+    config_to_dict,
+    net_config_mismatch,
+    read_saved_net,
+)
 from motlab.config import GPTConfig
 from motlab.layers import Aux
 from motlab.model import GPT
 from motlab.optim import OptimConfig, build_optimizer
 from motlab.transition import (
-    MOT_ONLY_KEYS,
+    TransitionConfig,
     check_switch,
-    convert_config,
     discrete_mot,
+    init_state,
+    prepare_for_resume,
     routing_mode,
-    saved_after_switch,
+    switch_due,
     switch_in_place,
 )
 
@@ -45,14 +51,11 @@ class LitLM(pl.LightningModule):
         optim: AdamW and the warm-up + cosine schedule.
         init_from: A checkpoint (``motlab fit``'s ``.ckpt`` or a ``save_model`` file) whose
             weights initialise the model before training; ignored when resuming with
-            ``--ckpt_path`` (the resumed checkpoint's weights win).
-        compile: ``torch.compile`` the model's forward pass.
-        switch_to_token_choice_at: In-run transition tuning: train MoT until this optimiser
-            step, then continue as token choice over the same tensors with the same optimiser
-            state and schedule (METHOD.md §5). ``None`` = never.
-        transition_routing: Token-choice routing used when a MoT model becomes token choice
-            (in-run switch): ``top_k``, ``capacity_factor``, ``load_balancing_weight``,
-            ``z_loss_weight``; unset keys take the paper's values (1, 1.25, 0.01, 0).
+            ``--ckpt_path`` (the resumed checkpoint's weights win). A MoT checkpoint given to a
+            token-choice model is converted (transition tuning, stage 2).
+        compile: ``torch.compile`` the model's forward pass together with the loss.
+        transition: The in-run MoT → token-choice switch (``switch_at`` and the token-choice
+            routing); off unless ``switch_at`` is set.
         discrete_eval: Also validate MoT with argmax routing (the τ → 0 diagnostic), logged as
             ``val/mot_discrete/loss``.
     """
@@ -63,17 +66,13 @@ class LitLM(pl.LightningModule):
         optim: OptimConfig | None = None,
         init_from: str | None = None,
         compile: bool = False,
-        switch_to_token_choice_at: int | None = None,
-        transition_routing: dict[str, Any] | None = None,
+        transition: TransitionConfig | None = None,
         discrete_eval: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(net, Mapping):  # from a checkpoint's hyper-parameters
-            net = GPTConfig(**net)
-        if optim is None:
-            optim = OptimConfig()
-        elif isinstance(optim, Mapping):
-            optim = OptimConfig(**optim)
+        net = net if isinstance(net, GPTConfig) else GPTConfig(**net)  # from hyper-parameters
+        optim = _as(OptimConfig, optim)
+        transition = _as(TransitionConfig, transition)
         # Plain dicts, so that checkpoints load without motlab's classes (motlab.load_model reads
         # hyper_parameters["net"]) and hparams.yaml stays readable.
         self.save_hyperparameters(
@@ -82,21 +81,20 @@ class LitLM(pl.LightningModule):
                 "optim": dataclasses.asdict(optim),
                 "init_from": init_from,
                 "compile": compile,
-                "switch_to_token_choice_at": switch_to_token_choice_at,
-                "transition_routing": transition_routing,
+                "transition": dataclasses.asdict(transition),
                 "discrete_eval": discrete_eval,
             }
         )
-        if switch_to_token_choice_at is not None and net.ffn.variant != "token_choice":
-            check_switch(net, switch_to_token_choice_at, transition_routing)
+        check_switch(net, transition)
         self.net = GPT(net)
         self.optim_config = optim
         self.init_from = init_from
-        self.compile_model = compile
-        self.switch_at = switch_to_token_choice_at
-        self.transition_routing = transition_routing
+        self.transition = transition
         self.discrete_eval = discrete_eval
-        self._loss = self._cross_entropy
+        # The one loss function the steps call: compiled with the model under model.compile.
+        # After the in-run switch the compiled function recompiles by itself (its guards on the
+        # swapped modules fail), so it is never rebuilt by hand.
+        self.loss_fn = torch.compile(self._cross_entropy) if compile else self._cross_entropy
         self._initialised_from: str | None = None
         # NaN propagates (a diverged model must not report the mean of its finite batches), and
         # without the NaN check each update is free of a host-device sync.
@@ -134,83 +132,17 @@ class LitLM(pl.LightningModule):
         if self.init_from and self.trainer.ckpt_path is None and self._initialised_from is None:
             self.init_weights_from(self.init_from)
             self._initialised_from = self.init_from
-        self._set_loss()
-
-    def _set_loss(self) -> None:
-        """Eager or compiled loss of the net as it is now (again after a routing switch).
-
-        The cross-entropy is compiled together with the model: the fp32 cast, log-softmax and
-        target pick become fused passes over the (B, T, V) logits instead of an fp32 copy and a
-        log-softmax written out in full (at V = 50,257 the largest tensors of the step).
-        """
-        self._loss = self._cross_entropy
-        if self.compile_model:
-            self._loss = torch.compile(self._cross_entropy)
 
     def init_weights_from(self, path: str) -> None:
-        """Copy the net weights of the checkpoint at ``path`` into ``self.net`` (strict).
-
-        Kept small so that other initialisations (e.g. MoT → token choice) can override it.
+        """Copy the net weights of the checkpoint at ``path`` into ``self.net`` (strict); a MoT
+        checkpoint for a token-choice model is converted (:func:`motlab.transition.init_state`).
         """
-        saved_config, state = read_checkpoint(path)
-        if _variant_of(saved_config) == "mot" and self.net.cfg.ffn.variant == "token_choice":
-            state = self._converted_state(path, saved_config, state)
-        current = self.net.state_dict()
-        missing = sorted(set(current) - set(state))
-        unexpected = sorted(set(state) - set(current))
-        shapes = [
-            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-            for k, v in current.items()
-            if k in state and state[k].shape != v.shape
-        ]
-        if missing or unexpected or shapes:
-            saved_variant = _variant_of(saved_config)
-            ours = _variant_of(config_to_dict(self.net.cfg))
-            lines = [
-                f"model.init_from={path}: its weights do not fit this model "
-                f"(checkpoint variant {saved_variant}, this model {ours})."
-            ]
-            if missing:
-                lines.append(f"  missing in the checkpoint: {_short(missing)}")
-            if unexpected:
-                lines.append(f"  not in this model: {_short(unexpected)}")
-            if shapes:
-                lines.append(f"  shape mismatches: {_short(shapes)}")
-            raise ValueError("\n".join(lines))
+        saved = read_saved_net(path, option="model.init_from")
+        state = init_state(self.net.cfg, saved)
+        check_weights_fit(saved, state, self.net)
         self.net.load_state_dict(state, strict=True)
-
-    def _converted_state(
-        self, path: str, saved_config: Mapping[str, Any], state: dict[str, Tensor]
-    ) -> dict[str, Tensor]:
-        """Transition tuning, stage 2: MoT weights into this token-choice model, unchanged.
-
-        The tensors are reused as they are (router → gate, W1/W2 → experts); only the routing
-        differs. The configured model must be the MoT model with token-choice routing: same
-        sizes, blocks, and expert count and size.
-        """
-        mot_cfg = GPTConfig(**{k: v for k, v in saved_config.items() if not k.startswith("_")})
-        ours = self.net.cfg
-        routing = {
-            k: getattr(ours.ffn, k)
-            for k in ("top_k", "capacity_factor", "load_balancing_weight", "z_loss_weight")
-        }
-        expected = convert_config(mot_cfg, routing)  # d_expert pinned to the MoT's size
-        assert ours.d_ff is not None
-        ours = dataclasses.replace(
-            ours, ffn=dataclasses.replace(ours.ffn, d_expert=ours.ffn.expert_size(ours.d_ff))
-        )
-        message = net_config_mismatch(
-            config_to_dict(expected), config_to_dict(ours), ignore=("vocab_size", "seq_len")
-        )
-        if message:
-            raise ValueError(
-                f"model.init_from={path} is a MoT checkpoint; converting it to token choice "
-                f"needs model.net to be the same model with token-choice routing "
-                f"(n_experts {expected.ffn.n_experts}, d_expert {expected.ffn.d_expert}): "
-                f"{message}"
-            )
-        rank_zero_info(f"transition tuning: token choice initialised from MoT weights in {path}")
-        return {k: v for k, v in state.items() if not k.endswith(MOT_ONLY_KEYS)}
+        converted = " (MoT weights converted to token choice)" if state is not saved.state else ""
+        rank_zero_info(f"model.init_from: weights of {saved.describe()}{converted}")
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.optim_config.total_steps
@@ -246,7 +178,7 @@ class LitLM(pl.LightningModule):
         return ce, aux
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        ce, aux = self._loss(batch)
+        ce, aux = self.loss_fn(batch)
         aux_loss = aux.total_loss()
         if self._is_log_step():
             self._log_train(ce, aux_loss, aux)
@@ -268,22 +200,16 @@ class LitLM(pl.LightningModule):
         self._log_routing(aux)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.switch_at is not None and self.global_step >= self.switch_at:
-            self.switch_to_token_choice()
-
-    def switch_to_token_choice(self) -> None:
-        """The in-run switch: MoT layers become token choice on the same Parameters."""
-        if routing_mode(self.net) not in ("mot", "mot_discrete"):
-            return
-        switch_in_place(self.net, self.transition_routing)
-        self._set_loss()
-        rank_zero_info(
-            f"step {self.global_step}: MoT switched to token choice "
-            f"(model.switch_to_token_choice_at={self.switch_at}); optimiser state kept"
-        )
+        """The in-run switch, when due: MoT layers become token choice on the same Parameters."""
+        if switch_due(self.net, self.transition, self.global_step):
+            switch_in_place(self.net, self.transition.routing())
+            rank_zero_info(
+                f"step {self.global_step}: MoT switched to token choice "
+                f"(model.transition.switch_at={self.transition.switch_at}); optimiser state kept"
+            )
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        ce, _ = self._loss(batch)
+        ce, _ = self.loss_fn(batch)
         self.val_loss.update(ce, weight=batch[:, 1:].numel())
         if self.discrete_eval and routing_mode(self.net) == "mot":
             with discrete_mot(self.net):  # eager: a rare diagnostic, not worth a recompile
@@ -297,7 +223,7 @@ class LitLM(pl.LightningModule):
             self._log_eval("val", self.val_discrete_loss, mode="mot_discrete", plain=False)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        ce, _ = self._loss(batch)
+        ce, _ = self.loss_fn(batch)
         self.test_loss.update(ce, weight=batch[:, 1:].numel())
 
     def on_test_epoch_end(self) -> None:
@@ -334,8 +260,11 @@ class LitLM(pl.LightningModule):
 
     def _is_log_step(self) -> bool:
         """Whether Lightning will write the metrics logged at this optimiser step."""
-        trainer = self._trainer
-        if trainer is None or trainer.log_every_n_steps <= 0:
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer (a step called by hand)
+            return False
+        if trainer.log_every_n_steps <= 0:
             return False
         return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
 
@@ -370,14 +299,11 @@ class LitLM(pl.LightningModule):
         checkpoint["net_config"] = config_to_dict(self.net.cfg)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Before Lightning loads the weights: redo the in-run switch if the checkpoint was saved
+        after it, then refuse a checkpoint of another model."""
         saved = checkpoint.get("net_config") or checkpoint.get("hyper_parameters", {}).get("net")
-        if saved is not None and saved_after_switch(
-            _variant_of(saved), routing_mode(self.net), self.switch_at
-        ):
-            # Saved after the in-run switch: switch first, then Lightning loads the weights.
-            switch_in_place(self.net, self.transition_routing)
-            self._set_loss()
         if saved is not None:
+            prepare_for_resume(self.net, self.transition, saved)
             self.check_resume_config(saved)
         saved_optim = checkpoint.get("hyper_parameters", {}).get("optim")
         current_optim = dataclasses.asdict(self.optim_config)
@@ -396,13 +322,11 @@ class LitLM(pl.LightningModule):
             raise ValueError(f"cannot resume: {message}")
 
 
-def _variant_of(config: Mapping[str, Any]) -> str:
-    return str(dict(config.get("ffn") or {}).get("variant", "dense"))
-
-
-def _short(items: list[str], n: int = 5) -> str:
-    more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
+def _as(cls: type, value: Any) -> Any:
+    """``value`` as the dataclass ``cls`` (a mapping from saved hyper-parameters, or None)."""
+    if value is None:
+        return cls()
+    return cls(**value) if isinstance(value, Mapping) else value
 
 
 def _normalise(value: Any) -> Any:

@@ -1,43 +1,83 @@
 """Transition tuning (METHOD.md §5): turn a trained MoT into a sparse token-choice MoE.
 
+Every conversion and switch decision lives here; ``LitLM`` and the CLI only ask.
+
 MoT and token choice share one expert layout (``experts.router`` (D, E), ``experts.w1``
 (E, D, F), ``experts.w2`` (E, F, D)), so conversion moves no numbers: the router becomes the
 token-choice gate and the experts stay experts. Only the routing changes — the softmax moves
 from the group axis to the expert axis, and mixing becomes top-k dispatch with capacity.
 
-Two entry points:
+Two ways to run it:
 
-* :func:`convert_config` / :func:`convert_model` build a new token-choice model from a MoT one
-  (two-stage runs: stage 2 starts from stage 1's checkpoint with ``model.init_from``);
-* :func:`switch_in_place` swaps the routing modules of a live model while keeping the very same
-  ``Parameter`` objects, so an optimiser built on the MoT model keeps its state (the in-run
-  switch).
+* **two-stage**: stage 2 is a token-choice config started from stage 1's checkpoint with
+  ``model.init_from``; :func:`init_state` checks that the configured model is the MoT model with
+  token-choice routing and hands over its tensors. :func:`convert_model` does the same in Python.
+* **in-run switch** (:class:`TransitionConfig`, ``model.transition``): MoT until ``switch_at``,
+  then :func:`switch_in_place` swaps the routing modules around the very same ``Parameter``
+  objects, so the optimiser keeps its state; :func:`prepare_for_resume` redoes the switch before
+  a checkpoint saved after it is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from motlab.checkpoint import SavedNet, config_to_dict, net_config_mismatch, variant_of
 from motlab.config import GPTConfig
 from motlab.layers import MoT, MoTConfig, TokenChoice, TokenChoiceConfig, ffn_config
 from motlab.model import GPT
 
-# State-dict entries of MoT that have no token-choice counterpart (the temperature).
 MOT_ONLY_KEYS = ("log_temperature",)
+"""State-dict entries of MoT that have no token-choice counterpart (the temperature)."""
+
+ROUTING_KEYS = ("top_k", "capacity_factor", "load_balancing_weight", "z_loss_weight")
+"""The token-choice keys a transition may set; expert count and size come from the MoT."""
+
+_TOKEN_CHOICE = TokenChoiceConfig()
 
 
-def convert_config(cfg: GPTConfig, spec: dict[str, Any] | None = None) -> GPTConfig:
+@dataclass
+class TransitionConfig:
+    """The in-run switch, ``model.transition``: MoT until ``switch_at``, then token choice over
+    the same tensors with the same optimiser state and schedule (METHOD.md §5).
+
+    The routing keys are those of ``token_choice`` (``motlab variants token_choice``), with its
+    defaults, which are the paper's.
+    """
+
+    switch_at: int | None = None
+    """Optimiser step at which MoT layers become token choice; ``None`` = never."""
+    top_k: int = _TOKEN_CHOICE.top_k
+    """Experts per token after the switch."""
+    capacity_factor: float | None = _TOKEN_CHOICE.capacity_factor
+    """Token-choice capacity factor after the switch."""
+    load_balancing_weight: float = _TOKEN_CHOICE.load_balancing_weight
+    """Weight of the load-balancing loss after the switch."""
+    z_loss_weight: float = _TOKEN_CHOICE.z_loss_weight
+    """Weight of the router z-loss after the switch."""
+
+    def __post_init__(self) -> None:
+        if self.switch_at is not None and self.switch_at < 0:
+            raise ValueError(f"model.transition.switch_at must be >= 0, got {self.switch_at}")
+
+    def routing(self) -> dict[str, Any]:
+        """The token-choice routing keys, for :func:`convert_config`."""
+        return {k: getattr(self, k) for k in ROUTING_KEYS}
+
+
+def convert_config(cfg: GPTConfig, routing: Mapping[str, Any] | None = None) -> GPTConfig:
     """``cfg`` with its MoT feed-forward replaced by token choice over the same experts.
 
-    ``spec`` holds the token-choice routing keys (``top_k``, ``capacity_factor``,
-    ``load_balancing_weight``, ``z_loss_weight``); their defaults are the paper's (top-1, 1.25,
-    0.01). Expert count and size come from the MoT config and may not be overridden.
+    ``routing`` holds token-choice keys (:data:`ROUTING_KEYS`); unset keys take token choice's
+    defaults (the paper's top-1, 1.25, 0.01). Expert count and size come from the MoT config and
+    may not be overridden.
     """
     if not isinstance(cfg.ffn, MoTConfig) or not cfg.routed_blocks():
         variant = cfg.ffn.variant if cfg.routed_blocks() else "dense (no routed blocks)"
@@ -45,7 +85,7 @@ def convert_config(cfg: GPTConfig, spec: dict[str, Any] | None = None) -> GPTCon
             f"transition tuning converts a MoT model, but this model's routed layers are "
             f"{variant}; train stage 1 with a MoT config (e.g. conf/mot.yaml)"
         )
-    spec = {k: v for k, v in (spec or {}).items() if k != "variant"}
+    spec = {k: v for k, v in (routing or {}).items() if k != "variant"}
     fixed = {"n_experts", "d_expert"} & set(spec)
     if fixed:
         raise ValueError(
@@ -58,20 +98,76 @@ def convert_config(cfg: GPTConfig, spec: dict[str, Any] | None = None) -> GPTCon
     return dataclasses.replace(cfg, ffn=tc)
 
 
-def convert_model(model: GPT, spec: dict[str, Any] | None = None) -> GPT:
+def convert_model(model: GPT, routing: Mapping[str, Any] | None = None) -> GPT:
     """A new token-choice :class:`GPT` holding copies of ``model``'s tensors, bit for bit."""
-    new = GPT(convert_config(model.cfg, spec))
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith(MOT_ONLY_KEYS)}
-    new.load_state_dict(state, strict=True)
+    new = GPT(convert_config(model.cfg, routing))
+    new.load_state_dict(_without_mot_only(model.state_dict()), strict=True)
     return new.to(next(model.parameters()).device).train(model.training)
 
 
-def switch_in_place(model: GPT, spec: dict[str, Any] | None = None) -> GPT:
+def init_state(cfg: GPTConfig, saved: SavedNet) -> dict[str, Tensor]:
+    """The weights ``model.init_from`` gives a model of ``cfg``: the checkpoint's as they are,
+    or, for a MoT checkpoint and a token-choice model (stage 2), the MoT tensors without the
+    temperature — after checking that ``cfg`` is that MoT model with token-choice routing."""
+    if saved.variant != "mot" or cfg.ffn.variant != "token_choice":
+        return saved.state
+    mot_cfg = GPTConfig(**{k: v for k, v in saved.config.items() if not k.startswith("_")})
+    routing = {k: getattr(cfg.ffn, k) for k in ROUTING_KEYS}
+    expected = convert_config(mot_cfg, routing)  # d_expert pinned to the MoT's size
+    assert cfg.d_ff is not None and isinstance(cfg.ffn, TokenChoiceConfig)
+    ours = dataclasses.replace(
+        cfg, ffn=dataclasses.replace(cfg.ffn, d_expert=cfg.ffn.expert_size(cfg.d_ff))
+    )
+    message = net_config_mismatch(
+        config_to_dict(expected), config_to_dict(ours), ignore=("vocab_size", "seq_len")
+    )
+    if message:
+        assert isinstance(expected.ffn, TokenChoiceConfig)
+        raise ValueError(
+            f"model.init_from={saved.path} is a MoT checkpoint; converting it to token choice "
+            f"needs model.net to be the same model with token-choice routing "
+            f"(n_experts {expected.ffn.n_experts}, d_expert {expected.ffn.d_expert}): {message}"
+        )
+    return _without_mot_only(saved.state)
+
+
+def check_switch(cfg: GPTConfig, transition: TransitionConfig) -> None:
+    """Validate an in-run switch when the model is configured, not when it is due."""
+    if transition.switch_at is None or cfg.ffn.variant == "token_choice":
+        return
+    if isinstance(cfg.ffn, MoTConfig) and cfg.ffn.learnable_temperature:
+        raise ValueError(
+            "the in-run switch keeps the optimiser state, which a learnable MoT temperature "
+            "would not survive; set model.net.ffn.learnable_temperature false, or use the "
+            "two-stage transition (model.init_from)"
+        )
+    convert_config(cfg, transition.routing())
+
+
+def switch_due(model: GPT, transition: TransitionConfig, step: int) -> bool:
+    """Whether the in-run switch should happen before optimiser step ``step``."""
+    at = transition.switch_at
+    return at is not None and step >= at and routing_mode(model) in ("mot", "mot_discrete")
+
+
+def prepare_for_resume(model: GPT, transition: TransitionConfig, saved: Mapping[str, Any]) -> bool:
+    """Switch ``model`` first if the checkpoint whose net config is ``saved`` was written after
+    the configured in-run switch (token choice saved, MoT configured): its weights then fit.
+    Returns whether it switched."""
+    if transition.switch_at is None or routing_mode(model) != "mot":
+        return False
+    if variant_of(saved) != "token_choice":
+        return False
+    switch_in_place(model, transition.routing())
+    return True
+
+
+def switch_in_place(model: GPT, routing: Mapping[str, Any] | None = None) -> GPT:
     """Replace every MoT layer of ``model`` by token choice sharing the same Parameter objects.
 
     Returns ``model`` (modified). Optimiser state keyed by those parameters stays valid.
     """
-    new_cfg = convert_config(model.cfg, spec)
+    new_cfg = convert_config(model.cfg, routing)
     assert isinstance(new_cfg.ffn, TokenChoiceConfig)
     for block in model.blocks:
         if isinstance(block.ffn, MoT):
@@ -80,32 +176,16 @@ def switch_in_place(model: GPT, spec: dict[str, Any] | None = None) -> GPT:
     return model
 
 
-def check_switch(cfg: GPTConfig, at_step: int, spec: dict[str, Any] | None) -> GPTConfig:
-    """Validate an in-run switch early; returns the token-choice config it will produce."""
-    if at_step < 0:
-        raise ValueError(f"model.switch_to_token_choice_at must be >= 0, got {at_step}")
-    if isinstance(cfg.ffn, MoTConfig) and cfg.ffn.learnable_temperature:
-        raise ValueError(
-            "the in-run switch keeps the optimiser state, which a learnable MoT temperature "
-            "would not survive; set model.net.ffn.learnable_temperature false, or use the "
-            "two-stage transition (model.init_from)"
-        )
-    return convert_config(cfg, spec)
-
-
-def saved_after_switch(saved_variant: str, current_variant: str, switch_at: int | None) -> bool:
-    """Whether a checkpoint of ``saved_variant`` is what the configured in-run switch makes of
-    the ``current_variant`` model (token choice saved, MoT configured, a switch step set)."""
-    return switch_at is not None and saved_variant == "token_choice" and current_variant == "mot"
-
-
 def _token_choice_on(mot: MoT, cfg: GPTConfig) -> TokenChoice:
-    experts = mot.experts
     assert isinstance(cfg.ffn, TokenChoiceConfig) and cfg.d_model and cfg.d_ff
     with torch.device("meta"):  # its own experts would be thrown away: allocate nothing
         layer = TokenChoice(cfg.d_model, cfg.d_ff, cfg.ffn)
-    layer.experts = experts  # the same module and Parameters, not copies
+    layer.experts = mot.experts  # the same module and Parameters, not copies
     return layer
+
+
+def _without_mot_only(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v for k, v in state.items() if not k.endswith(MOT_ONLY_KEYS)}
 
 
 @contextmanager

@@ -38,8 +38,7 @@ def test_compiled_training_loss_matches_eager() -> None:
     eager_grads = take_grads(lit)
 
     torch._dynamo.reset()
-    lit._set_loss()
-    ce_c, _ = lit._loss(batch)
+    ce_c, _ = lit.loss_fn(batch)
     ce_c.backward()
 
     torch.testing.assert_close(ce_c, ce, rtol=1e-5, atol=1e-6)

@@ -86,7 +86,7 @@ def test_transition_configs(capsys):
         "--config",
         str(REPO / "conf/mot_switch.yaml"),
     )
-    assert switch["model"]["switch_to_token_choice_at"] == 150_000
+    assert switch["model"]["transition"]["switch_at"] == 150_000
     assert switch["trainer"]["max_steps"] == 165_000
 
 
@@ -158,7 +158,7 @@ def test_switch_overlay_runs_tiny(c4_dir, tokenizer_path, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     cli = _tiny_fit(
         "mot.yaml", c4_dir, tokenizer_path, "--config", str(REPO / "conf/mot_switch.yaml"),
-        "--trainer.max_steps", "4", "--model.switch_to_token_choice_at", "2",
+        "--trainer.max_steps", "4", "--model.transition.switch_at", "2",
     )  # fmt: skip
     assert cli.trainer.global_step == 4
     tags = _tags(tmp_path / "runs/mot/version_0")

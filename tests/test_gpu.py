@@ -65,13 +65,12 @@ def test_compiled_training_step_never_waits_for_the_gpu(name: str) -> None:
     schedule only queue GPU work: any synchronising call (``.item()``, ``nonzero``, a pageable
     copy) raises in this mode."""
     lit = LitLM(_config(name), compile=True).cuda()
-    lit._set_loss()
     optimizer, scheduler = build_optimizer(lit.net, OptimConfig(), total_steps=10)
     tokens = torch.randint(0, 512, (16, 65), device="cuda")
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            ce, aux = lit._loss(tokens)
+            ce, aux = lit.loss_fn(tokens)
         (ce + aux.total_loss()).backward()
         torch.nn.utils.clip_grad_norm_(lit.net.parameters(), 0.5)
         optimizer.step()

@@ -184,6 +184,6 @@ def test_compile_trains(tmp_path):
     lit = tiny_lit("mot", compile=True)
     trainer = _trainer(tmp_path, max_steps=2)
     trainer.fit(lit, torch.utils.data.DataLoader(_Tokens(), batch_size=None))
-    assert lit._loss is not lit._cross_entropy
+    assert lit.loss_fn is not lit._cross_entropy
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert all(not k.startswith("_orig_mod") for k in lit.state_dict())

@@ -95,7 +95,7 @@ def test_init_from_mot_with_other_experts_fails_clearly(
 
 
 SWITCH = (
-    "--model.switch_to_token_choice_at",
+    "--model.transition.switch_at",
     "4",
     "--trainer.val_check_interval",
     "2",

@@ -7,7 +7,7 @@ and ``module`` (the LightningDataModule).
 """
 
 from motlab.data.module import C4DataModule
-from motlab.data.sources import HubUnreachableError
 from motlab.data.stream import MalformedRecordWarning, PackedStream
+from motlab.hub import HubUnreachableError
 
 __all__ = ["C4DataModule", "HubUnreachableError", "MalformedRecordWarning", "PackedStream"]

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from motlab.data.loader import ResumableLoader, find_stream_states
 from motlab.data.sharding import split_note, world_info
-from motlab.data.sources import DocFile, describe, glob_files, hub_files, local_c4_files
+from motlab.data.sources import (
+    DocFile,
+    check_hub,
+    describe,
+    glob_files,
+    hub_files,
+    local_c4_files,
+)
 from motlab.data.stream import PackedStream
 from motlab.data.tokenizer import load_tokenizer, token_id
 from motlab.data.validation import ValidationBatches
@@ -135,13 +142,32 @@ class C4DataModule(pl.LightningDataModule):
 
     # -- sources ---------------------------------------------------------------------------
 
+    @staticmethod
+    def needs_hub(
+        path: str | None = None,
+        train_files: str | list[str] | None = None,
+        val_files: str | list[str] | None = None,
+    ) -> bool:
+        """Whether data configured with these sources streams from the hub: neither a local
+        ``path`` nor any file globs (the priority rule of :meth:`_resolve`)."""
+        return path is None and train_files is None and val_files is None
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        """Fail within seconds if the data config (``data:`` init arguments) needs a hub that
+        cannot be reached, before anything costly — a model, a compile — is built."""
+        sources = (config.get("path"), config.get("train_files"), config.get("val_files"))
+        if cls.needs_hub(*sources):
+            dataset = config.get("hub_dataset", "allenai/c4")
+            check_hub(dataset, config.get("hub_config", "en"), "train")
+
     def _resolve(self, split: str) -> list[DocFile]:
         explicit = self.train_files if split == "train" else self.val_files
         if explicit is not None:
             return glob_files(explicit, f"--data.{split}_files")
         if self.path is not None:
             return local_c4_files(self.path, self.hub_config, SPLITS[split])
-        if self.train_files is not None or self.val_files is not None:
+        if not self.needs_hub(self.path, self.train_files, self.val_files):
             hint = " (or --data.val_batches 0 to skip validation)" if split == "val" else ""
             raise ValueError(
                 f"--data.{split}_files is not set and there is no --data.path: set it{hint}"
@@ -157,7 +183,7 @@ class C4DataModule(pl.LightningDataModule):
         wanted = []
         if stage in (None, "fit"):
             wanted.append("train")
-        if stage in (None, "fit", "validate") and self.val_batches > 0:
+        if stage in (None, "fit", "validate", "test") and self.val_batches > 0:
             wanted.append("val")
         for split in wanted:
             if split == "val":
@@ -202,7 +228,7 @@ class C4DataModule(pl.LightningDataModule):
             dataset,
             rank=self.rank,
             world_size=self.world,
-            unconsumed=self._unconsumed_batches,
+            track_consumer=True,  # on_before_batch_transfer reports each batch trained on
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
         )
@@ -236,14 +262,25 @@ class C4DataModule(pl.LightningDataModule):
             )
         return self._val_set
 
-    def _unconsumed_batches(self) -> int:
-        """Batches the fit loop has fetched from the train loader but not yet trained on."""
-        fit_loop = getattr(getattr(self, "trainer", None), "fit_loop", None)
-        fetcher = getattr(fit_loop, "_data_fetcher", None)
-        combined = getattr(fetcher, "_combined_loader", None)
-        if combined is None or not any(dl is self._train_loader for dl in combined.flattened):
-            return 0
-        return len(getattr(fetcher, "batches", None) or ())
+    def test_dataloader(self) -> ValidationBatches | list[Any]:
+        """C4 has no labelled test split here: ``motlab test`` evaluates the validation set."""
+        return self.val_dataloader()
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Report each training batch the fit loop takes to the train loader, so that its saved
+        position is the one after the last batch trained on, not after the batch Lightning
+        prefetched (a public hook: the loop calls it once per batch, after fetching)."""
+        trainer = self.trainer
+        if self._train_loader is not None and trainer is not None and trainer.training:
+            self._train_loader.mark_consumed()
+        return batch
+
+    def close(self) -> None:
+        """Let go of what the module holds: the train loader (and with it its worker
+        processes) and the cached validation set. ``setup`` and the loaders work again after."""
+        self._train_loader = None
+        self._val_set = None
+        self._files.clear()
 
     # -- counters and checkpoints ----------------------------------------------------------
 
@@ -252,9 +289,8 @@ class C4DataModule(pl.LightningDataModule):
         """Malformed records skipped so far by the train stream (all workers of this rank, kept
         across resumes) plus those in the validation prefix."""
         total = self._val_set.malformed_records if self._val_set is not None else 0
-        loader = self._train_loader
-        if loader is not None and loader._iterator is not None:
-            state = StatefulDataLoader.state_dict(loader)
+        state = self._train_loader.latest_state() if self._train_loader is not None else None
+        if state is not None:
             total += sum(int(s.get("malformed", 0)) for s in find_stream_states(state))
         return total
 

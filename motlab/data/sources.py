@@ -19,11 +19,12 @@ import glob
 import gzip
 import json
 import os
-import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import urlparse
+
+from motlab import hub
+from motlab.hub import HubUnreachableError
 
 Record = tuple[int, str | None, str | None]
 """``(record_index, text, problem)``: ``text`` is None exactly when ``problem`` says why."""
@@ -38,10 +39,6 @@ OFFLINE_HINT = (
     "for json/jsonl/json.gz/parquet files; and at a local tokenizer with "
     "`--data.tokenizer PATH/tokenizer.json`."
 )
-
-
-class HubUnreachableError(ConnectionError):
-    """The Hugging Face hub cannot be reached (offline mode, no network, or a failed request)."""
 
 
 class DocFile:
@@ -256,63 +253,12 @@ def local_c4_files(path: str, config: str, split: str) -> list[DocFile]:
     )
 
 
-def _hub_offline() -> bool:
-    """True when the user switched the hub off (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``)."""
-    truthy = {"1", "true", "yes", "on"}
-    return any(
-        os.environ.get(v, "").strip().lower() in truthy
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def probe_hub(timeout: float = 5.0) -> str | None:
-    """Return why the hub is unreachable, or None if it looks reachable.
-
-    A TCP connect with a short timeout fails in seconds where ``huggingface_hub`` retries for
-    ~25 s. Skipped (None) behind an HTTP proxy, where a direct connection says nothing.
-    """
-    if _hub_offline():
-        return "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
-    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-    if any(os.environ.get(v) for v in proxies):
-        return None
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as e:
-        return f"cannot connect to {host}:{port} ({e})"
-    return None
-
-
-def connection_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "could not talk to the hub" across datasets/hf_hub versions."""
-    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
-    try:
-        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-        errors += [LocalEntryNotFoundError, OfflineModeIsEnabled]
-    except ImportError:  # pragma: no cover - older huggingface_hub
-        pass
-    for module, name in (("httpx", "TransportError"), ("requests", "ConnectionError")):
-        try:
-            errors.append(getattr(__import__(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
 def check_hub(dataset: str, config: str, split: str) -> None:
-    """Raise :class:`HubUnreachableError` within seconds if the hub cannot be reached."""
-    reason = probe_hub()
-    if reason is not None:
-        raise HubUnreachableError(
-            f"cannot stream {dataset!r} (config {config!r}, split {split!r}) from the Hugging "
-            f"Face hub: {reason}. " + OFFLINE_HINT.format(config=config)
-        )
+    """Raise :class:`HubUnreachableError` within seconds if ``dataset`` cannot be streamed."""
+    hub.check_hub(
+        f"stream {dataset!r} (config {config!r}, split {split!r})",
+        OFFLINE_HINT.format(config=config),
+    )
 
 
 def hub_files(dataset: str, config: str, split: str) -> list[DocFile]:
@@ -327,7 +273,7 @@ def hub_files(dataset: str, config: str, split: str) -> list[DocFile]:
 
     try:
         ds = datasets.load_dataset(dataset, config, split=split, streaming=True)
-    except connection_errors() as e:
+    except hub.connection_errors() as e:
         raise HubUnreachableError(
             f"cannot stream {where} from the Hugging Face hub: {e}. "
             + OFFLINE_HINT.format(config=config)
@@ -358,7 +304,7 @@ __all__ = [
     "describe",
     "glob_files",
     "hub_files",
+    "check_hub",
     "local_c4_files",
-    "probe_hub",
     "streamed_files",
 ]

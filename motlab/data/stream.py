@@ -153,6 +153,14 @@ class PackedStream(IterableDataset):
         self._core = _StreamCore(self, state)
         return self._core.batches()
 
+    def close(self) -> None:
+        """End the current iteration: close the file it reads and drop its position."""
+        if self._core is not None:
+            close = getattr(self._core.source, "close", None)
+            if close is not None:
+                close()  # a generator over a file: closing it closes the file
+            self._core = None
+
     def state_dict(self) -> dict[str, Any]:
         """The stream position after the last yielded batch (see the module docstring)."""
         if self._core is not None:

@@ -10,7 +10,7 @@ import os
 
 from tokenizers import Tokenizer
 
-from motlab.data.sources import HubUnreachableError, connection_errors, probe_hub
+from motlab.hub import HubUnreachableError, connection_errors, probe_hub
 
 TOKENIZER_HINT = (
     "Pass a local file with `--data.tokenizer PATH/tokenizer.json` (and local data with "

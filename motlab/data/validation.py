@@ -53,7 +53,7 @@ class ValidationBatches:
             if got >= wanted:
                 break
         self.malformed_records = self.stream.malformed_records
-        self.stream._core = None  # drop the reader and its open file
+        self.stream.close()  # the prefix is read: close its file
         if not chunks:
             raise RuntimeError("the validation files yielded no complete window")
         windows_WU = torch.cat(chunks)[:wanted]

@@ -70,7 +70,7 @@ def score_rows(
     if G > 1 or filler_FT is not None:
         if G > 1 and filler_FT is None:
             raise ValueError(f"a model with group size {G} needs filler rows (filler_FT)")
-        batch_BL, _ = pad_with_filler(batch_RL, G, filler_FT=filler_FT)
+        batch_BL, _ = pad_with_filler(batch_RL, G, filler_WT=filler_FT)
     else:
         batch_BL = batch_RL
     logits = model(batch_BL.to(device))[: len(rows)].float()

@@ -128,7 +128,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
 
 
 def _load_hub(task: str, split: str | None) -> Iterable[Mapping[str, Any]]:
-    from motlab.data.sources import probe_hub
+    from motlab.hub import probe_hub
 
     spec = HUB_TASKS[task]
     reason = probe_hub()

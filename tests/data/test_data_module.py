@@ -72,9 +72,9 @@ def test_datasets_connection_error_is_translated(
 ) -> None:
     import datasets
 
-    import motlab.data.sources as sources
+    import motlab.hub
 
-    monkeypatch.setattr(sources, "probe_hub", lambda: None)
+    monkeypatch.setattr(motlab.hub, "probe_hub", lambda: None)
 
     def unreachable(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'allenai/c4' on the Hub (simulated)")

@@ -159,12 +159,12 @@ def test_loader_resume_with_workers_and_shuffling(
 def test_loader_state_lags_by_unconsumed_batches(tok: Tokenizer, small_files: list[Path]) -> None:
     """With one batch prefetched by the consumer, the state is the one after the batch before."""
     files = [JsonLinesFile(str(p)) for p in small_files]
-    prefetched = [0]
     ds = make_stream(files, tok, cycle=True)
-    lo = ResumableLoader(ds, unconsumed=lambda: prefetched[0])
+    lo = ResumableLoader(ds, track_consumer=True)
     it = iter(lo)
     batches = [next(it) for _ in range(5)]
-    prefetched[0] = 1  # the consumer has only trained on 4 of them
+    for _ in range(4):
+        lo.mark_consumed()  # the consumer has only trained on 4 of them
     state = lo.state_dict()
     again = ResumableLoader(make_stream(files, tok, cycle=True))
     again.load_state_dict(state)
