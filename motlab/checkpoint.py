@@ -75,7 +75,7 @@ def load_file(path: str | Path, what: str = WHAT, option: str | None = None) -> 
     path = Path(path)
     where = f"{option} {path}" if option else str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such file; expected {what}")
+        raise FileNotFoundError(f"no model checkpoint at {where}: no such file (expected {what})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:

@@ -262,14 +262,15 @@ def cli_main(args: Sequence[str] | None = None, **kwargs: Any) -> MotCLI:
 
 TOOLS = {
     "compare": "motlab.compare",  # motlab compare RUN_DIR... [--target-loss X] [--plot out.png]
-    "zeroshot": "motlab.zeroshot",  # motlab zeroshot --checkpoint CKPT --task piqa|...
+    "zeroshot": "motlab.eval.zeroshot",  # motlab zeroshot --checkpoint CKPT --task piqa,...
+    "lm_eval": "motlab.eval.harness",  # motlab lm_eval run --model motlab --model_args ...
     "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``motlab fit|validate|test|compare|zeroshot ...``."""
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval ...``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in TOOLS:
         sys.exit(importlib.import_module(TOOLS[args[0]]).main(args[1:]))

@@ -1,0 +1,329 @@
+"""The lm-evaluation-harness backend for motlab checkpoints: ``--model motlab``.
+
+Importing this module registers :class:`MotlabLM` in the harness's model registry under the name
+``motlab``. The harness (0.4.x) discovers models only through that registry and its own table of
+built-in backends, not through package entry points, so the registration has to run in the
+process that evaluates: ``motlab lm_eval ...`` (the harness's CLI with this module imported),
+``motlab zeroshot`` or ``import motlab.eval`` before ``lm_eval.simple_evaluate(model="motlab")``.
+
+Scoring follows :mod:`motlab.eval.scoring` (one group per request for MoT, filler rows drawn
+from the request's own tokens); generation uses :func:`motlab.generate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lm_eval.models  # noqa: F401 - the harness's own backends; see the registration below
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
+
+from motlab.checkpoint import load_file, load_model
+from motlab.eval.filler_pool import (
+    DEFAULT_WINDOWS,
+    FillerPool,
+    c4_datamodule,
+    pool_from_datamodule,
+    random_filler_pool,
+    request_seed,
+)
+from motlab.eval.scoring import ScoreRequest, real_rows_only, score_requests
+from motlab.generate import generate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 16
+"""Requests per forward pass when the harness gives none (R · G rows for group size G)."""
+GEN_CHUNK = 32
+"""Tokens generated between two checks for a stop string."""
+FILLERS = ("c4", "random")
+
+
+def _checkpoint_data_hparams(path: Path) -> dict[str, Any]:
+    """The data module's saved hyper-parameters in a Lightning checkpoint (tokenizer, path)."""
+    try:
+        ckpt = load_file(path)
+    except (ValueError, FileNotFoundError):  # reading the model names the problem
+        return {}
+    hp = ckpt.get("datamodule_hyper_parameters")
+    return dict(hp) if isinstance(hp, Mapping) else {}
+
+
+def _usable(source: Any) -> bool:
+    """A saved tokenizer/data source that still resolves here (a hub name or an existing path)."""
+    if not source or not isinstance(source, str):
+        return False
+    looks_like_path = source.endswith(".json") or os.sep in source or source.startswith((".", "~"))
+    return not looks_like_path or Path(source).expanduser().exists()
+
+
+def _requests_per_pass(batch_size: Any) -> int:
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE
+    if isinstance(batch_size, str) and batch_size.strip().isdigit():
+        batch_size = int(batch_size)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(
+            f"the motlab backend needs a batch size of at least 1 request per forward pass, got "
+            f"{batch_size!r} (--batch_size N; 'auto' is not supported)"
+        )
+    return batch_size
+
+
+def _device(device: str | None) -> str:
+    """``device``, else CUDA if available. The harness's CLI passes ``cuda:0`` when given no
+    ``--device``, on any machine; as its Hugging Face backend does, that runs on the CPU when
+    there is no GPU (with a warning)."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device %r requested but CUDA is not available: running on the CPU", device)
+        return "cpu"
+    return device
+
+
+@register_model("motlab")
+class MotlabLM(TemplateLM):
+    """A motlab checkpoint as a harness language model.
+
+    Args:
+        checkpoint: A ``motlab fit`` checkpoint or a :func:`motlab.save_model` file.
+        tokenizer: ``tokenizer.json`` path or hub name; default: the one the checkpoint was
+            trained with, if it resolves here, else ``gpt2``.
+        data: Local C4 copy (``DIR/en/c4-train.*.json.gz``) for the filler rows of group-mixing
+            models; default: the checkpoint's training data if present here, else the hub.
+        filler: ``c4`` (training windows, the paper's protocol) or ``random`` (uniform tokens).
+        filler_pool: Windows in the filler pool each request's G - 1 rows are drawn from.
+        seed: Seeds the pool and salts every request's filler draw (another seed, other filler).
+        batch_size: Requests per forward pass (the harness's ``--batch_size``).
+        max_batch_size: Accepted for the harness's interface; unused (no automatic sizing).
+        device: ``cpu``, ``cuda``, ``cuda:1``, ...; default: CUDA if available.
+        eot_token: End-of-text token: the context of an empty context, a stop for generation.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        tokenizer: str | None = None,
+        data: str | None = None,
+        filler: str = "c4",
+        filler_pool: int = DEFAULT_WINDOWS,
+        seed: int = 0,
+        batch_size: int | str | None = None,
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        eot_token: str = "<|endoftext|>",
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise ValueError(
+                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; valid: "
+                "checkpoint, tokenizer, data, filler, filler_pool, seed, device, eot_token"
+            )
+        if checkpoint is None:
+            raise ValueError("the motlab backend needs a checkpoint: --model_args checkpoint=PATH")
+        if filler not in FILLERS:
+            raise ValueError(f"unknown filler {filler!r}; valid: {', '.join(FILLERS)}")
+        if not isinstance(filler_pool, int) or filler_pool < 1:
+            raise ValueError(f"filler_pool must be a number of windows >= 1, got {filler_pool!r}")
+        from motlab.data.tokenizer import load_tokenizer, token_id
+
+        self.batch_size = _requests_per_pass(batch_size)
+        self.seed = int(seed)
+        path = Path(checkpoint).expanduser()
+        device = _device(device)
+        self.model = load_model(path, map_location=device)
+        self._device = torch.device(device)
+        self.group_size = self.model.cfg.group_size
+        if self.group_size > 1 and filler_pool < self.group_size - 1:
+            raise ValueError(
+                f"filler_pool={filler_pool} windows cannot fill the {self.group_size - 1} other "
+                f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
+            )
+        saved = _checkpoint_data_hparams(path)
+        self.tokenizer_source = str(
+            tokenizer or (saved.get("tokenizer") if _usable(saved.get("tokenizer")) else "gpt2")
+        )
+        self._tok = load_tokenizer(self.tokenizer_source)
+        vocab = self._tok.get_vocab_size(with_added_tokens=True)
+        if vocab > self.model.cfg.vocab_size:
+            raise ValueError(
+                f"tokenizer {self.tokenizer_source!r} has {vocab} tokens, more than the model's "
+                f"{self.model.cfg.vocab_size}: pass the tokenizer it was trained with "
+                "(tokenizer=PATH)"
+            )
+        self._eot = token_id(self._tok, eot_token)
+        self.filler_kind = filler if self.group_size > 1 else "none"
+        self._filler: FillerPool | None = None
+        self._filler_dm: Any = None
+        self._filler_windows = filler_pool
+        if self.group_size > 1 and filler == "c4":
+            data = data or (saved.get("path") if _usable(saved.get("path")) else None)
+            # Files found (or the hub reached) now; the windows are read on first use, after
+            # the harness has loaded its tasks.
+            self._filler_dm = c4_datamodule(data, self.tokenizer_source, self.max_length, self.seed)
+            where = data or "the Hugging Face hub (allenai/c4)"
+            self.filler_description = f"{filler_pool} C4 training windows from {where}"
+        elif self.group_size > 1:
+            self._filler = random_filler_pool(
+                self.model.cfg.vocab_size, self.max_length, filler_pool, self.seed
+            )
+            self.filler_description = self._filler.source
+        else:
+            self.filler_description = "none (group size 1: requests batched plainly)"
+        log.info(
+            "motlab backend: group size %d, filler %s", self.group_size, self.filler_description
+        )
+
+    # -- what the harness asks of a model ---------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return self._eot
+
+    @property
+    def max_length(self) -> int:
+        return self.model.cfg.seq_len
+
+    @property
+    def max_gen_toks(self) -> int:
+        return 256
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer_source
+
+    def tok_encode(
+        self, string: str, add_special_tokens: bool | None = None, **_: Any
+    ) -> list[int]:
+        return list(self._tok.encode(string, add_special_tokens=False).ids)
+
+    def tok_decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    @property
+    def filler(self) -> FillerPool | None:
+        """The filler pool of a group-mixing model (read on first use), else None."""
+        if self._filler is None and self._filler_dm is not None:
+            self._filler = pool_from_datamodule(self._filler_dm, self._filler_windows)
+            self._filler_dm = None
+            log.info("filler: %s", self._filler.source)
+        return self._filler
+
+    def _score(self, requests: list[ScoreRequest], desc: str, disable_tqdm: bool) -> list:
+        bar = tqdm(total=len(requests), desc=desc, disable=disable_tqdm)
+        try:
+            return score_requests(
+                self.model, requests, self.filler, self.batch_size, self._eot, bar.update
+            )
+        finally:
+            bar.close()
+
+    def _loglikelihood_tokens(
+        self,
+        requests: list[tuple[tuple[str, str] | None, list[int], list[int]]],
+        disable_tqdm: bool = False,
+        **_: Any,
+    ) -> list[tuple[float, bool]]:
+        # The filler depends on the context only: every choice of a multiple-choice question
+        # is scored among the same G - 1 rows, so the choices differ only in themselves.
+        scored = [
+            ScoreRequest(ctx, cont, request_seed("loglikelihood", ctx, salt=self.seed))
+            for _, ctx, cont in requests
+        ]
+        results = self._score(scored, "motlab loglikelihood", disable_tqdm)
+        for (key, _, _), result in zip(requests, results, strict=True):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, result)
+        return results
+
+    def loglikelihood_rolling(
+        self, requests: list[Instance], disable_tqdm: bool = False
+    ) -> list[float]:
+        """Whole-document log-likelihoods in disjoint ``seq_len`` windows (harness convention:
+        the first token is conditioned on end-of-text, later windows on as much of the
+        document before them as fits)."""
+        scored: list[ScoreRequest] = []
+        owner: list[int] = []
+        for d, (string,) in enumerate(req.args for req in requests):
+            tokens = self.tok_encode(string)
+            windows = get_rolling_token_windows(
+                token_list=tokens,
+                prefix_token=self._eot,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
+            for k, (ctx, cont) in enumerate(map(make_disjoint_window, windows)):
+                seed = request_seed("rolling", tokens, [k], salt=self.seed)
+                scored.append(ScoreRequest(ctx, cont, seed))
+                owner.append(d)
+        results = self._score(scored, "motlab loglikelihood_rolling", disable_tqdm)
+        totals = [0.0] * len(requests)
+        for d, (ll, _) in zip(owner, results, strict=True):
+            totals[d] += ll
+        for req, total in zip(requests, totals, strict=True):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Greedy (or sampled, ``do_sample=True``) continuations through :func:`motlab.generate`,
+        one request at a time, cut at the first stop string (``until``) or end-of-text."""
+        out = []
+        for req in tqdm(requests, desc="motlab generate_until", disable=disable_tqdm):
+            context, gen_kwargs = req.args
+            text = self._generate_one(context, dict(gen_kwargs))
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            out.append(text)
+        return out
+
+    def _generate_one(self, context: str, kwargs: dict[str, Any]) -> str:
+        until = kwargs.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        until.append(self.tok_decode([self._eot]))
+        max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+        do_sample = bool(kwargs.pop("do_sample", False))
+        temperature = float(kwargs.pop("temperature", 1.0 if do_sample else 0.0))
+        top_k = kwargs.pop("top_k", None)
+        if kwargs:
+            log.warning("motlab backend: generation arguments ignored: %s", sorted(kwargs))
+        if not do_sample:
+            temperature = 0.0
+
+        prompt = (self.tok_encode(context) or [self._eot])[-self.max_length :]
+        seed = request_seed("generate", prompt, salt=self.seed)
+        generator = torch.Generator().manual_seed(seed)
+        filler_WT = None
+        if self.group_size > 1:
+            pool = self.filler
+            assert pool is not None
+            # Rows long enough for the whole decode, aligned with the prompt's first token, so
+            # the chunks below see the same filler as one long call would.
+            filler_WT = pool.rows(seed, self.group_size - 1, len(prompt) + max_new)
+        tokens_1T = torch.tensor([prompt], dtype=torch.long)
+        text = ""
+        with real_rows_only(self.model, self.group_size):
+            while tokens_1T.shape[1] - len(prompt) < max_new:
+                step = min(GEN_CHUNK, max_new - (tokens_1T.shape[1] - len(prompt)))
+                tokens_1T = generate(
+                    self.model,
+                    tokens_1T,
+                    step,
+                    temperature=temperature,
+                    top_k=top_k,
+                    filler_WT=filler_WT,
+                    generator=generator,
+                ).cpu()
+                text = self.tok_decode(tokens_1T[0, len(prompt) :].tolist())
+                cut = min((text.find(s) for s in until if s and s in text), default=-1)
+                if cut >= 0:
+                    return text[:cut]
+        return text
