@@ -85,21 +85,38 @@ def load_file(path: str | Path, what: str = WHAT, option: str | None = None) -> 
             f"unpickle arbitrary objects. ({str(e).splitlines()[0]})"
         ) from e
     except (RuntimeError, ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+        detail = (str(e).splitlines() or [""])[0]
+        if "zipfile" in detail or "mmap" in detail:
+            detail = "not a file written by torch.save"
         raise ValueError(
             f"{where} is not {what}: it is truncated, corrupt or of another format "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
+            f"({type(e).__name__}: {detail[:120] or 'no detail'})"
         ) from e
     if not isinstance(obj, dict):
         raise ValueError(f"{where} holds a {type(obj).__name__}, not {what}")
     return obj
 
 
+def resolve_checkpoint(path: str | Path, option: str | None = None) -> Path:
+    """A checkpoint file: ``path`` itself, or for a directory (an experiment such as
+    ``runs/mot``, a version or a checkpoint directory) its newest ``last.ckpt``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        try:
+            return find_last_checkpoint(path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{option} {e}" if option else str(e)) from e
+    return path
+
+
 def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:
-    """The net config and weights of a training checkpoint or a save_model file.
+    """The net config and weights of a training checkpoint or a save_model file (``path`` may
+    be a directory: :func:`resolve_checkpoint`).
 
     For a Lightning checkpoint the config is the net as it was when saved (``net_config``,
     written by ``LitLM.on_save_checkpoint``), else the ``net`` hyper-parameter.
     """
+    path = resolve_checkpoint(path, option)
     ckpt = load_file(path, option=option)
     where = f"{option} {path}" if option else str(path)
     if "config" in ckpt and "state_dict" in ckpt:  # save_model
@@ -124,12 +141,6 @@ def _net_config(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
     hparams = ckpt.get("hyper_parameters") or {}
     net = ckpt.get("net_config") or hparams.get("net_config") or hparams.get("net")
     return dict(net) if net is not None else None
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """``(net config dict, net state dict)`` of a training checkpoint or a save_model file."""
-    saved = read_saved_net(path)
-    return saved.config, saved.state
 
 
 def net_config_mismatch(
@@ -214,13 +225,9 @@ def _short(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + more
 
 
-def load_config(path: str | Path) -> GPTConfig:
-    """The :class:`GPTConfig` stored in a checkpoint."""
-    return GPTConfig(**read_saved_net(path).config)
-
-
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
-    """The GPT stored at ``path``, in eval mode: ``model(tokens_BT) → logits_BTV``."""
+    """The GPT stored at ``path`` (a checkpoint file, or an experiment directory such as
+    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``."""
     saved = read_saved_net(path)
     model = GPT(GPTConfig(**saved.config))
     model.load_state_dict(saved.state)

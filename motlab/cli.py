@@ -29,7 +29,10 @@ matches the configured one; ``validate``/``test`` with a checkpoint take the mod
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -42,9 +45,11 @@ from lightning.pytorch.callbacks import ProgressBar as BaseProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from motlab.callbacks import ProgressBar, RunCheckpoint, SpeedMonitor
+from motlab.callbacks import ProgressBar, RunCheckpoint, RunSummary, SpeedMonitor
 from motlab.checkpoint import find_last_checkpoint, read_net_config
 from motlab.lit import LitLM
+
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 LATE_BOUND_NET_KEYS = ("vocab_size",)
 """``model.net`` keys bound at instantiation (from the tokenizer), absent from the parsed config."""
@@ -77,10 +82,36 @@ class SaveRunConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
+def quiet_library_noise() -> None:
+    """Hide what library internals print on every run that is not the user's business.
+
+    Each by its exact message: torchdata's own call of a deprecated torch function, a torch
+    deprecation that Lightning's internals trigger, and Lightning's advertisement for its cloud
+    logger. Nothing else is filtered; motlab's own warnings and Lightning's about the user's
+    configuration still show.
+    """
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+    leafspec = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+    warnings.filterwarnings("ignore", message=leafspec, category=FutureWarning)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoCloudLoggerTip) for f in logger.filters):
+        logger.addFilter(_NoCloudLoggerTip())
+
+
+class _NoCloudLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg).lower()
+
+
 class MotCLI(LightningCLI):
     """LightningCLI with motlab's defaults, argument links, and resume checks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        quiet_library_noise()
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        self.argv: list[str] | None = list(argv) if isinstance(argv, (list, tuple)) else None
+        """The command line (for the resume command printed when a run is stopped)."""
         if not args:
             kwargs.setdefault("model_class", LitLM)
             kwargs.setdefault("datamodule_class", _data_module_class())
@@ -127,15 +158,27 @@ class MotCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.net.vocab_size", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, with :class:`ProgressBar` unless the bar is off or one is configured."""
+        """The Trainer, with :class:`ProgressBar` unless the bar is off or one is configured,
+        and motlab's :class:`RunSummary` in place of Lightning's model summary."""
         init = self.config_init[self.subcommand] if self.subcommand else self.config_init
         config = init.get("trainer") or {}
-        if config.get("enable_progress_bar") is not False and "callbacks" not in kwargs:
+        if "callbacks" not in kwargs:
             callbacks = config.get("callbacks") or []
             callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-            if not any(isinstance(cb, BaseProgressBar) for cb in callbacks):
-                kwargs["callbacks"] = [*callbacks, ProgressBar()]
+            if config.get("enable_progress_bar") is not False and not any(
+                isinstance(cb, BaseProgressBar) for cb in callbacks
+            ):
+                callbacks.append(ProgressBar())
+            if config.get("enable_model_summary") is not False:
+                callbacks.append(RunSummary())
+                kwargs["enable_model_summary"] = False  # its table would print "FLOPs 0"
+            kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
+        if self.argv is not None:
+            resume_argv = ["motlab", *_without_ckpt_path(self.argv)]
+            for cb in trainer.callbacks:
+                if isinstance(cb, RunCheckpoint):
+                    cb.resume_argv = resume_argv
         if not trainer.loggers:  # --trainer.logger false: nothing to monitor the LR into
             trainer.callbacks = [
                 cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
@@ -153,6 +196,11 @@ class MotCLI(LightningCLI):
         data = config.get("data")
         if data is not None and issubclass(self.datamodule_class, _data_module_class()):
             self.datamodule_class.check_config(data)
+        model = config.get("model")
+        if model is not None and model.get("init_from") == "last":
+            # This experiment's newest last.ckpt, as for --ckpt_path last.
+            model.init_from = str(experiment_last_checkpoint(config, "--model.init_from last"))
+            rank_zero_info(f"--model.init_from last: {model.init_from}")
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is not None and self.datamodule is not None:
@@ -249,6 +297,20 @@ def _continue_logging_in_version_of(config: Namespace, ckpt: Path) -> None:
         logger.init_args.version = version_dir.name
 
 
+def _without_ckpt_path(argv: Sequence[str]) -> list[str]:
+    """``argv`` without any ``--ckpt_path X`` / ``--ckpt_path=X``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            out.append(arg)
+    return out
+
+
 def _namespace_to_dict(value: Any) -> Any:
     if isinstance(value, Namespace):
         return value.as_dict()
@@ -269,14 +331,61 @@ TOOLS = {
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
 
+TRACEBACK_ENV = "MOTLAB_TRACEBACK"
+"""Set to 1 to see the full traceback of a configuration or input error."""
+
+USER_ERRORS = (ValueError, OSError, KeyError)
+"""What motlab raises for bad input: values, files and the hub (``HubUnreachableError`` is a
+``ConnectionError``, an ``OSError``)."""
+
+
+def _motlab_cause(error: BaseException) -> BaseException | None:
+    """The exception of one of motlab's own input checks behind ``error``, if there is one: the
+    error itself or what it was raised from (jsonargparse wraps errors of the classes it builds),
+    whose innermost frame is in the motlab package. The same exception types raised deep inside
+    torch or Lightning are bugs or runtime failures whose traceback is the useful part."""
+    seen: BaseException | None = error
+    while seen is not None:
+        tb = seen.__traceback__
+        if isinstance(seen, USER_ERRORS) and tb is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            if Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR):
+                return seen
+        seen = seen.__cause__
+    return None
+
+
+def _error_block(error: BaseException) -> str:
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    lines = str(message).splitlines() or [type(error).__name__]
+    body = "\n".join(["error: " + lines[0], *("       " + line for line in lines[1:])])
+    return f"{body}\n(set {TRACEBACK_ENV}=1 for the full traceback)"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval ...``."""
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval ...``.
+
+    motlab's own errors about the configuration, files or the hub print as one ``error:`` block
+    and exit with status 2, as argument errors do; ``MOTLAB_TRACEBACK=1`` keeps the traceback.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in TOOLS:
         sys.exit(importlib.import_module(TOOLS[args[0]]).main(args[1:]))
     if args and args[0] in ("-h", "--help"):
         print("motlab analysis commands: " + ", ".join(f"motlab {name} --help" for name in TOOLS))
-    MotCLI(args=None if argv is None else args)
+    try:
+        cli = MotCLI(args=None if argv is None else args)
+    except USER_ERRORS as error:
+        cause = _motlab_cause(error)
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or cause is None:
+            raise
+        print(_error_block(cause), file=sys.stderr)
+        sys.exit(2)
+    trainer = getattr(cli, "trainer", None)
+    for cb in trainer.callbacks if trainer is not None else []:
+        if isinstance(cb, RunCheckpoint) and cb.stopped_by is not None:
+            sys.exit(128 + cb.stopped_by)  # the shell's code for "ended by this signal"
 
 
 if __name__ == "__main__":

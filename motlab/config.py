@@ -68,6 +68,14 @@ class GPTConfig:
         missing = [k for k in sizes if getattr(self, k) is None]
         if missing:
             raise ValueError(f"GPTConfig needs {missing}: set them or choose a size preset")
+        for key in (*sizes, "vocab_size", "seq_len"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.net.{key} must be >= 1, got {getattr(self, key)}")
+        if self.d_model % self.n_heads:  # type: ignore[operator]
+            raise ValueError(
+                f"model.net.n_heads ({self.n_heads}) must divide model.net.d_model "
+                f"({self.d_model}): every head is d_model / n_heads wide"
+            )
         if self.pad_vocab_to_multiple_of < 1:
             raise ValueError(
                 "model.net.pad_vocab_to_multiple_of must be >= 1 (1 = no padding), got "

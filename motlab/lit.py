@@ -50,9 +50,11 @@ class LitLM(pl.LightningModule):
             ``vocab_size`` and ``seq_len`` are bound from the data module by the CLI.
         optim: AdamW and the warm-up + cosine schedule.
         init_from: A checkpoint (``motlab fit``'s ``.ckpt`` or a ``save_model`` file) whose
-            weights initialise the model before training; ignored when resuming with
-            ``--ckpt_path`` (the resumed checkpoint's weights win). A MoT checkpoint given to a
-            token-choice model is converted (transition tuning, stage 2).
+            weights initialise the model before training; a directory (an experiment such as
+            ``runs/mot``) means its newest ``last.ckpt``, and on the command line ``last`` this
+            experiment's. Ignored when resuming with ``--ckpt_path`` (the resumed checkpoint's
+            weights win). A MoT checkpoint given to a token-choice model is converted
+            (transition tuning, stage 2).
         compile: ``torch.compile`` the model's forward pass together with the loss.
         transition: The in-run MoT → token-choice switch (``switch_at`` and the token-choice
             routing); off unless ``switch_at`` is set.
@@ -121,6 +123,14 @@ class LitLM(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(datamodule, "batch_size", None)
         self.check_batch_size(batch_size)
+        if stage == "fit" and "bf16" in str(self.trainer.precision):
+            if self.trainer.strategy.root_device.type == "cpu":
+                rank_zero_warn(
+                    f"trainer.precision={self.trainer.precision} on the CPU: most CPUs have no "
+                    "fast bf16 arithmetic, so this usually runs slower than float32, not faster. "
+                    "Use --trainer.precision 32-true on the CPU (conf/tiny.yaml does), unless "
+                    "bf16's numerics are what you are testing."
+                )
         if stage == "fit" and batch_size is not None:
             trainer = self.trainer
             total = batch_size * trainer.world_size * trainer.accumulate_grad_batches

@@ -41,11 +41,26 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives a list
-        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(
-                "model.optim needs warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got "
-                f"warmup_steps={self.warmup_steps}, min_lr_ratio={self.min_lr_ratio}"
+        problems = []
+        if not self.lr > 0:
+            problems.append(f"model.optim.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            problems.append(f"model.optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if not self.eps > 0:
+            problems.append(f"model.optim.eps must be > 0, got {self.eps}")
+        if self.weight_decay < 0:
+            problems.append(f"model.optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            problems.append(f"model.optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.total_steps is not None and self.total_steps < 1:
+            problems.append(
+                f"model.optim.total_steps must be >= 1 (or null: trainer.max_steps), got "
+                f"{self.total_steps}"
             )
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            problems.append(f"model.optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:

@@ -187,3 +187,20 @@ def test_compile_trains(tmp_path):
     assert lit.loss_fn is not lit._cross_entropy
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert all(not k.startswith("_orig_mod") for k in lit.state_dict())
+
+
+def test_bf16_on_the_cpu_warns_once_that_it_is_slow(tmp_path):
+    lit = tiny_lit("dense", optim=OptimConfig(warmup_steps=1))
+    with pytest.warns(UserWarning, match="most CPUs have no fast bf16 arithmetic"):
+        _trainer(tmp_path, max_steps=1, precision="bf16-true").fit(
+            lit, torch.utils.data.DataLoader(_Tokens(), batch_size=None)
+        )
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, max_steps=1).fit(
+            tiny_lit("dense", optim=OptimConfig(warmup_steps=1)),
+            torch.utils.data.DataLoader(_Tokens(), batch_size=None),
+        )
+    assert not [w for w in caught if "bf16" in str(w.message)]  # float32: no such warning

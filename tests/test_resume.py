@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 N = 3  # steps before the interruption; the full run is 2N
 
 
-def _fit(conf: str, c4_dir: Path, tokenizer_path: Path, *extra: str) -> None:
-    cli_main(
+def _fit(conf: str, c4_dir: Path, tokenizer_path: Path, *extra: str):
+    return cli_main(
         [
             "fit",
             *("--config", str(REPO / "conf" / conf), "--config", str(REPO / "conf/tiny.yaml")),
@@ -59,6 +59,63 @@ def runs(tmp_path_factory, c4_dir, tokenizer_path) -> dict[str, Path]:
     finally:
         mp.undo()
     return {"straight": straight / "runs/mot", "resumed": resumed / "runs/mot"}
+
+
+def _stopped_and_resumed(
+    root: Path, c4_dir: Path, tokenizer_path: Path, sig: str, batch: int, *extra: str
+):
+    """A 2N-step run stopped by ``sig`` sent after micro-batch ``batch``, then resumed with the
+    command
+    it printed; returns its run directory and the stopped run's CLI (``saved_step``: the step
+    its last.ckpt held before the resume)."""
+    root.mkdir()
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(root)
+        stopper = ("--trainer.callbacks+=signals.SignalAt", "--trainer.callbacks.batch",
+                   str(batch), "--trainer.callbacks.sig", sig)  # fmt: skip
+        args = [*extra, "--trainer.max_steps", str(2 * N), *stopper]
+        stopped = _fit("mot.yaml", c4_dir, tokenizer_path, *args)
+        last = root / stopped.trainer.checkpoint_callback.last_model_path
+        stopped.saved_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+        _fit("mot.yaml", c4_dir, tokenizer_path, *extra, "--trainer.max_steps", str(2 * N),
+             "--ckpt_path", "last")  # fmt: skip
+    finally:
+        mp.undo()
+    return root / "runs/mot", stopped
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stopped_run_saves_its_step_and_resumes_exactly(
+    runs, sig, tmp_path, c4_dir, tokenizer_path
+):
+    """Ctrl-C or SIGTERM after step N - 1: last.ckpt holds that step (there is no interval save
+    there), the resume command is printed, and resuming from it equals the uninterrupted run."""
+    # After micro-batch N - 2, i.e. step N - 1: off the checkpoint interval of N steps.
+    run, stopped = _stopped_and_resumed(tmp_path / sig, c4_dir, tokenizer_path, sig, N - 2)
+    assert stopped.trainer.global_step == stopped.saved_step == N - 1
+    ckpt = next(cb for cb in stopped.trainer.callbacks if type(cb).__name__ == "RunCheckpoint")
+    assert ckpt.stopped_by.name == sig
+    message = ckpt.stop_message(N - 1)
+    assert f"stopped after step {N - 1}" in message and "--ckpt_path" in message
+    assert message.splitlines()[-1].startswith("resume with: motlab fit --config")
+    a = load_model(runs["straight"] / "version_0/checkpoints/last.ckpt").state_dict()
+    b = load_model(run / "version_0/checkpoints/last.ckpt").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert _scalars(run / "version_0", "train/loss") == _scalars(
+        runs["straight"] / "version_0", "train/loss"
+    )
+
+
+def test_a_stop_mid_accumulation_waits_for_the_step(tmp_path, c4_dir, tokenizer_path):
+    """With 2 micro-batches per step, a SIGTERM after the first micro-batch of step 2 stops
+    after that step's update, not before it."""
+    _, stopped = _stopped_and_resumed(
+        tmp_path / "acc", c4_dir, tokenizer_path, "SIGTERM", 2,
+        "--trainer.accumulate_grad_batches", "2",
+    )  # fmt: skip
+    assert stopped.trainer.global_step == stopped.saved_step == 2
 
 
 def test_resume_gives_the_same_weights(runs):

@@ -31,7 +31,14 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
     if os.path.isdir(path):
         path = os.path.join(path, "tokenizer.json")
     if os.path.isfile(path):
-        tok = Tokenizer.from_file(path)
+        try:
+            tok = Tokenizer.from_file(path)
+        except Exception as e:  # tokenizers raises a bare Exception with the parser's message
+            raise ValueError(
+                f"--data.tokenizer {path}: not a valid tokenizer.json ({e}); expected a Hugging "
+                "Face `tokenizers` file such as GPT-2's tokenizer.json (truncated or another "
+                "format?)"
+            ) from e
     elif _looks_like_path(name_or_path) or os.path.isdir(os.path.expanduser(name_or_path)):
         raise FileNotFoundError(f"--data.tokenizer: no tokenizer file at {path!r}")
     else:

@@ -26,7 +26,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_file, load_model
+from motlab.checkpoint import load_file, load_model, resolve_checkpoint
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
     FillerPool,
@@ -95,7 +95,8 @@ class MotlabLM(TemplateLM):
     """A motlab checkpoint as a harness language model.
 
     Args:
-        checkpoint: A ``motlab fit`` checkpoint or a :func:`motlab.save_model` file.
+        checkpoint: A ``motlab fit`` checkpoint or a :func:`motlab.save_model` file, or an
+            experiment directory (``runs/mot``: its newest ``last.ckpt``).
         tokenizer: ``tokenizer.json`` path or hub name; default: the one the checkpoint was
             trained with, if it resolves here, else ``gpt2``.
         data: Local C4 copy (``DIR/en/c4-train.*.json.gz``) for the filler rows of group-mixing
@@ -139,7 +140,7 @@ class MotlabLM(TemplateLM):
 
         self.batch_size = _requests_per_pass(batch_size)
         self.seed = int(seed)
-        path = Path(checkpoint).expanduser()
+        path = resolve_checkpoint(checkpoint, "checkpoint=")  # a file, or runs/mot: its newest
         device = _device(device)
         self.model = load_model(path, map_location=device)
         self._device = torch.device(device)

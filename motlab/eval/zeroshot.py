@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the paper's rebuttal. For every harness option: motlab lm_eval run --model motlab."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="a motlab fit checkpoint or save_model file")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a motlab fit checkpoint or save_model file, or an experiment directory (runs/mot)",
+    )
     p.add_argument(
         "--task",
         "--tasks",

@@ -1,6 +1,6 @@
-"""Training callbacks: throughput and MFU, and a compact progress bar.
+"""Throughput and MFU of the training steps: :class:`SpeedMonitor`.
 
-Logged by :class:`SpeedMonitor` at every logging step (``trainer.log_every_n_steps``):
+Logged at every logging step (``trainer.log_every_n_steps``):
 
 * ``perf/tokens_per_sec`` — input tokens per second over all devices, measured over the steps
   since the previous logging step (validation time excluded);
@@ -17,7 +17,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 from motlab.stats import model_stats
@@ -108,67 +107,3 @@ class SpeedMonitor(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "fit":
             self._restart_window()  # do not count validation time as training time
-
-
-class ProgressBar(TQDMProgressBar):
-    """TQDM bar showing ``loss``, ``tok/s`` and ``val_loss`` (no ``v_num``).
-
-    The training values are read from the logged metrics once per logging step (not again for
-    each accumulated micro-batch after it), and shown until the next one. Lightning would
-    otherwise turn every progress-bar tensor into a Python number after every batch, a
-    host-device sync per step that stalls the GPU's queue.
-    """
-
-    SHOWN = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s"}
-    """Metrics logged without ``prog_bar`` that the bar shows, and their labels."""
-    RENAME = {"val/loss": "val_loss"}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._shown: dict[str, Any] = {}
-        self._read_at_step = -1
-
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
-        n = trainer.log_every_n_steps
-        step = trainer.global_step
-        if trainer.training and n > 0 and step % n == 0 and step != self._read_at_step:
-            self._read_at_step = step  # just logged, and not read yet
-            logged = trainer.callback_metrics
-            for key, label in self.SHOWN.items():
-                if key in logged:
-                    value = float(logged[key])
-                    self._shown[label] = f"{value:.3g}" if label == "tok/s" else value
-        out = dict(self._shown)
-        for key, value in metrics.items():
-            out[self.RENAME.get(key, key)] = value
-        return out
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the final state of a finished run.
-
-    Lightning writes ``last.ckpt`` only at the ``every_n_train_steps`` boundaries (and at the end
-    only if it never wrote one), so a run whose ``max_steps`` is not a multiple of the interval
-    would end with a stale ``last.ckpt``. Here the end of training writes it again when no
-    checkpoint was saved at the final step. Public API only: every save passes through the
-    ``on_save_checkpoint`` hook, which records its step, and the final one is written with
-    ``Trainer.save_checkpoint``.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._saved_at_step: int | None = None
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        self._saved_at_step = trainer.global_step
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.save_last or self.dirpath is None or trainer.sanity_checking:
-            return
-        if self._saved_at_step != trainer.global_step:
-            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(self.last_model_path)

@@ -1,0 +1,74 @@
+"""The progress bar: loss and tokens/s without host-device syncs, and right after a resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from motlab.callbacks.summary import si
+
+
+class ProgressBar(TQDMProgressBar):
+    """TQDM bar showing ``loss``, ``tok/s`` and ``val_loss`` (no ``v_num``).
+
+    The training values are read from the logged metrics once per logging step (not again for
+    each accumulated micro-batch after it), and shown until the next one. Lightning would
+    otherwise turn every progress-bar tensor into a Python number after every batch, a
+    host-device sync per step that stalls the GPU's queue.
+
+    The bar counts the run's batches out of ``max_steps`` × accumulation, also after a resume:
+    Lightning sizes it by the *remaining* steps while counting from the resumed batch, which
+    showed ``Training: 30/?``, and its rate counted the batches of the earlier run as if done in
+    the first second. Here the resumed batches are the bar's ``initial``.
+    """
+
+    SHOWN = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s"}
+    """Metrics logged without ``prog_bar`` that the bar shows, and their labels."""
+    RENAME = {"val/loss": "val_loss"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: dict[str, Any] = {}
+        self._read_at_step = -1
+        self._started = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        bar = self.train_progress_bar
+        if trainer.max_steps > 0 and trainer.num_training_batches == float("inf"):
+            bar.total = trainer.max_steps * trainer.accumulate_grad_batches
+        self._started = False
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        bar = self.train_progress_bar
+        if not self._started and bar is not None:
+            # The batches before this one were trained before this run started (a resume).
+            self._started = True
+            bar.initial = bar.n = bar.last_print_n = batch_idx
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        n = trainer.log_every_n_steps
+        step = trainer.global_step
+        if trainer.training and n > 0 and step % n == 0 and step != self._read_at_step:
+            self._read_at_step = step  # just logged, and not read yet
+            logged = trainer.callback_metrics
+            for key, label in self.SHOWN.items():
+                if key in logged:
+                    value = float(logged[key])
+                    self._shown[label] = si(value) if label == "tok/s" else value
+        out = dict(self._shown)
+        for key, value in metrics.items():
+            out[self.RENAME.get(key, key)] = value
+        return out
