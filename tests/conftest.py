@@ -39,3 +39,25 @@ def c4_dir() -> Path:
 def tokenizer_path() -> Path:
     """GPT-2's ``tokenizer.json``."""
     return _required("MOTLAB_TOKENIZER", SHARED / "tokenizers" / "gpt2" / "tokenizer.json")
+
+
+@pytest.fixture
+def lightning_messages():
+    """The messages logged to Lightning's console logger (where motlab's rank-zero information
+    goes) while the test runs; pytest's caplog does not see them (the logger does not
+    propagate)."""
+    import logging
+
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Keep()
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)

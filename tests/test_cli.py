@@ -207,11 +207,11 @@ def test_analysis_commands_are_dispatched(command, capsys):
     assert f"motlab {command}" in capsys.readouterr().out
 
 
-def test_init_from_an_experiment_directory_or_last(c4_dir, tokenizer_path, tmp_path, monkeypatch):
+def test_init_from_an_experiment_directory_or_last(
+    c4_dir, tokenizer_path, tmp_path, monkeypatch, lightning_messages
+):
     """--model.init_from runs/mot (or last, inside the mot experiment) takes the newest
     last.ckpt and says which one: path, variant and step."""
-    import logging
-
     monkeypatch.chdir(tmp_path)
     common = [
         *("--config", str(CONF / "mot.yaml"), "--config", str(CONF / "tiny.yaml")),
@@ -219,52 +219,30 @@ def test_init_from_an_experiment_directory_or_last(c4_dir, tokenizer_path, tmp_p
     ]
     cli_main(["fit", *common, "--trainer.max_steps", "1"])  # version_0
     newest = cli_main(["fit", *common, "--trainer.max_steps", "2"])  # version_1, the newest
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    handler = Keep()
-    logging.getLogger("lightning.pytorch").addHandler(handler)
-    try:
-        for spec in ("runs/mot", "last"):
-            records.clear()
-            cli = cli_main(["validate", *common, "--model.init_from", spec])
-            state = cli.model.net.state_dict()
-            for key, value in newest.model.net.state_dict().items():
-                torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
-            said = [r for r in records if r.startswith("model.init_from:")]
-            assert said == [
-                "model.init_from: weights of runs/mot/version_1/checkpoints/last.ckpt (mot, step 2)"
-            ], records
-    finally:
-        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    for spec in ("runs/mot", "last"):
+        lightning_messages.clear()
+        cli = cli_main(["validate", *common, "--model.init_from", spec])
+        state = cli.model.net.state_dict()
+        for key, value in newest.model.net.state_dict().items():
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+        said = [m for m in lightning_messages if m.startswith("model.init_from:")]
+        assert said == [
+            "model.init_from: weights of runs/mot/version_1/checkpoints/last.ckpt (mot, step 2)"
+        ], lightning_messages
 
 
-def test_library_noise_is_quiet_on_a_run(c4_dir, tokenizer_path, tmp_path, monkeypatch, recwarn):
+def test_library_noise_is_quiet_on_a_run(
+    c4_dir, tokenizer_path, tmp_path, monkeypatch, recwarn, lightning_messages
+):
     """No deprecation warnings from torchdata's or Lightning's internals, no cloud-logger
     advertisement: only what concerns the user's run."""
-    import logging
-
     monkeypatch.chdir(tmp_path)
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    handler = Keep()
-    logging.getLogger("lightning.pytorch").addHandler(handler)
-    try:
-        cli_main(
-            ["fit", "--config", str(CONF / "dense.yaml"), "--config", str(CONF / "tiny.yaml"),
-             *data_args(c4_dir, tokenizer_path)[:4], "--data.num_workers", "1",
-             "--trainer.max_steps", "6", "--trainer.enable_progress_bar", "false"]
-        )  # fmt: skip
-    finally:
-        logging.getLogger("lightning.pytorch").removeHandler(handler)
-    messages = [str(w.message) for w in recwarn]
-    assert not [m for m in messages if "set_vital" in m or "LeafSpec" in m], messages
-    assert not [r for r in records if "litlogger" in r.lower()]
-    assert [r for r in records if r.startswith("model: ")]  # motlab's summary instead
+    cli_main(
+        ["fit", "--config", str(CONF / "dense.yaml"), "--config", str(CONF / "tiny.yaml"),
+         *data_args(c4_dir, tokenizer_path)[:4], "--data.num_workers", "1",
+         "--trainer.max_steps", "6", "--trainer.enable_progress_bar", "false"]
+    )  # fmt: skip
+    warned = [str(w.message) for w in recwarn]
+    assert not [m for m in warned if "set_vital" in m or "LeafSpec" in m], warned
+    assert not [m for m in lightning_messages if "litlogger" in m.lower()]
+    assert [m for m in lightning_messages if m.startswith("model: ")]  # motlab's summary instead
