@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.left_out:
             print(
                 f"{path}: read {', '.join(run.versions)}; left out {', '.join(run.left_out)} "
-                f"(separate runs, not resumed by the newest; compare one by naming its "
-                f"directory, e.g. {path.rstrip('/')}/{run.left_out[-1]})"
+                f"(other runs, or evaluations, not part of the newest run; compare one by "
+                f"naming its directory, e.g. {path.rstrip('/')}/{run.left_out[-1]})"
             )
     target = rows[0]["target"]
     print(

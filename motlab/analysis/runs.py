@@ -10,9 +10,11 @@ Several ``version_N`` directories are usually *separate* runs: the same command 
 starts a new version at step 0. A version continues the one before it (in time) only when its
 steps continue past that version's last step, and its saved ``config.yaml``, where there is one,
 records a ``ckpt_path`` (a resume from a checkpoint, e.g. with another ``checkpoint.dirpath``).
-:func:`read_run` reads the newest version and the unbroken chain of versions it continues; the
-others are left out, listed in :attr:`Run.left_out` and named in a :class:`SeparateRunsWarning`.
-Pass ``version`` to read one version only.
+A version that logged at one step only is an evaluation (``motlab validate``/``test`` log at
+step 0 into a version of their own), not a run. :func:`read_run` reads the newest run's version
+and the unbroken chain of versions it continues; the others are left out, listed in
+:attr:`Run.left_out` and named in a :class:`SeparateRunsWarning`. Pass ``version`` to read one
+version only.
 
 Every point carries its step, value, absolute wall time and *elapsed* seconds: time since the
 run's first event, counting each event file's own span only, so that the pause between a crash
@@ -329,11 +331,17 @@ def _version_groups(
 
 def _newest_run(groups: list[_Version]) -> tuple[list[_Version], list[_Version]]:
     """``(chain, left_out)``: the newest version with the unbroken chain of older versions it
-    continues (oldest first), and every other version."""
-    if not groups:
+    continues (oldest first), and every other version.
+
+    Versions that logged at one step only — ``motlab validate``/``test`` log their metrics at
+    step 0 into a version of their own — are evaluations, not runs: they are left out, and the
+    newest run is chosen among the others (when there are any).
+    """
+    runs = [g for g in groups if g.last_step > g.first_step] or groups
+    if not runs:
         return [], []
-    chain = [groups[-1]]
-    for earlier in reversed(groups[:-1]):
+    chain = [runs[-1]]
+    for earlier in reversed(runs[:-1]):
         later = chain[0]
         if later.first_step <= earlier.last_step or later.resumed is False:
             break
@@ -348,12 +356,17 @@ def _left_out_message(
     def steps(g: _Version) -> str:
         return f"{_relative(g.directory, root)} (steps {g.first_step}-{g.last_step})"
 
+    def why(g: _Version) -> str:
+        name = _relative(g.directory, root)
+        if g.first_step == g.last_step:
+            return f"{name} (step {g.first_step} only: an evaluation, e.g. motlab validate)"
+        return f"{steps(g)}: another run"
+
     return (
         f"{path}: read {', '.join(map(steps, chain))}, the newest run; left out "
-        f"{', '.join(map(steps, left_out))}: separate runs, which the versions after them do "
-        "not resume (a version resumes the one before it only when its steps go on past that "
-        "one's last step, and its saved config.yaml, if any, has a ckpt_path). Read one with "
-        "read_run(path, version=N)"
+        f"{'; '.join(map(why, left_out))}. A version resumes the one before it only when its "
+        "steps go on past that one's last step (and its saved config.yaml, if any, has a "
+        "ckpt_path). Read another with read_run(path, version=N)"
     )
 
 

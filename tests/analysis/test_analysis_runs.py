@@ -58,7 +58,7 @@ def test_separate_runs_in_versions_read_the_newest(tmp_path, tbruns):
         tbruns.write_curve(
             root / f"version_{v}", range(0, 21), lambda s, x=loss: x, seconds_per_step=sps, t0=t0
         )
-    with pytest.warns(SeparateRunsWarning, match=r"left out version_0 .*, version_1 ") as record:
+    with pytest.warns(SeparateRunsWarning, match=r"left out version_0 .*; version_1 ") as record:
         run = read_run(root)
     assert "version_2" in str(record[0].message)
     s = run["val/loss"]
@@ -127,6 +127,21 @@ def test_versions_are_ordered_by_time_not_by_name(tmp_path, tbruns):
     with pytest.warns(SeparateRunsWarning, match="version_9"):
         run = read_run(root)
     assert (run["val/loss"].values == 3.0).all() and run.versions == ["version_10"]
+
+
+def test_an_evaluation_version_neither_hides_the_run_nor_merges_into_it(tmp_path, tbruns):
+    """``motlab validate --ckpt_path ...`` logs val/loss at step 0 into a version of its own:
+    the training run before it is still the run read, and its step-0 point stays its own."""
+    root = tmp_path / "run"
+    tbruns.write_curve(root / "version_0", range(0, 21), lambda s: 9.0 - 0.1 * s)
+    tbruns.write_curve(root / "version_1", [0], lambda s: 7.0, t0=tbruns.T0 + 1e4)
+    tbruns.write_curve(root / "version_2", range(0, 11), lambda s: 5.0, t0=tbruns.T0 + 2e4)
+    tbruns.write_curve(root / "version_3", [0], lambda s: 4.0, t0=tbruns.T0 + 3e4)
+    with pytest.warns(SeparateRunsWarning, match="version_3 "):
+        run = read_run(root)
+    assert run.versions == ["version_2"]
+    assert run.left_out == ["version_0", "version_1", "version_3"]
+    assert (run["val/loss"].values == 5.0).all()
 
 
 def test_find_runs_and_names(tmp_path, tbruns):
