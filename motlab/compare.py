@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
-from motlab.analysis.runs import format_table, read_run
+from motlab.analysis.runs import SeparateRunsWarning, format_table, read_run
 from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
 
 COLUMNS = {
@@ -53,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         nargs="+",
         metavar="RUN_DIR",
-        help="run directories (e.g. runs/dense runs/mot); the first is the baseline; a "
-        "directory with several version_N sub-directories is read as one resumed run",
+        help="run directories (e.g. runs/dense runs/mot) or version directories "
+        "(runs/mot/version_1); the first is the baseline. Of several version_N "
+        "sub-directories, the newest run is read (with the versions it resumes) and the "
+        "others are named as left out",
     )
     parser.add_argument(
         "--target-loss",
@@ -80,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``motlab compare``; returns the exit status."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     try:
-        runs = [read_run(path, tokens_per_step=args.tokens_per_step) for path in args.runs]
+        with warnings.catch_warnings():
+            # Said below, in one line per run, beside the table it concerns.
+            warnings.simplefilter("ignore", SeparateRunsWarning)
+            runs = [read_run(path, tokens_per_step=args.tokens_per_step) for path in args.runs]
         names = [r.name for r in runs]
         if len(set(names)) < len(names):  # e.g. a/version_0 and b/version_0: use the paths
             for run, path in zip(runs, args.runs, strict=True):
@@ -91,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"motlab compare: error: {message}", file=sys.stderr)
         return 2
 
+    for run, path in zip(runs, args.runs, strict=True):
+        if run.left_out:
+            print(
+                f"{path}: read {', '.join(run.versions)}; left out {', '.join(run.left_out)} "
+                f"(other runs, or evaluations, not part of the newest run; compare one by "
+                f"naming its directory, e.g. {path.rstrip('/')}/{run.left_out[-1]})"
+            )
     target = rows[0]["target"]
     print(
         f"target {args.tag} = {target:.4f}"

@@ -44,7 +44,7 @@ def test_configs_merge_in_order_and_flags_win(capsys):
     assert net["size"] is None and net["n_layers"] == 2 and net["d_model"] == 96
     assert net["ffn"]["variant"] == "mot" and net["ffn"]["group_size"] == 32
     assert cfg["trainer"]["precision"] == "32-true" and cfg["trainer"]["max_steps"] == 7
-    assert cfg["trainer"]["gradient_clip_val"] == 0.5  # from mot.yaml, untouched by tiny.yaml
+    assert cfg["model"]["optim"]["weight_decay"] == 0.1  # from mot.yaml, untouched by tiny.yaml
 
 
 def test_a_flag_changes_one_ffn_key(capsys):

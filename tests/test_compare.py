@@ -53,3 +53,26 @@ def test_compare_errors(runs, tmp_path, capsys):
     assert "no run directory" in capsys.readouterr().err
     assert main([str(runs[0]), "--tag", "val/nope"]) == 2
     assert "val/nope" in capsys.readouterr().err
+
+
+def test_compare_reads_the_newest_of_separate_runs_and_says_so(runs, capsys):
+    """runs/mot trained three times (version_0..2, each from step 0): compare uses the newest
+    run only, not three runs' wall-clock added up, and names the versions left out."""
+    tbruns = _tbruns()
+    dense, mot = runs
+    for v in (1, 2):
+        tbruns.write_curve(
+            mot / f"version_{v}",
+            range(0, 1001, 150),
+            lambda s: 5 - 4 * s / 1000,
+            seconds_per_step=2.0,
+            t0=tbruns.T0 + 10_000 * v,
+        )
+        (mot / f"version_{v}" / "config.yaml").write_text(
+            (mot / "version_0/config.yaml").read_text()
+        )
+    assert main([str(dense), str(mot)]) == 0
+    text = capsys.readouterr().out
+    assert f"{mot}: read version_2; left out version_0, version_1" in text
+    row = next(line for line in text.splitlines() if line.startswith("mot"))
+    assert row.split()[-3:] == ["2.00", "2.00", "1.00"]  # speed-up in steps, tokens, wall-clock

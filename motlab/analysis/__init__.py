@@ -1,7 +1,8 @@
 """Analysis helpers for notebooks and ``motlab compare``: runs, speed-ups, routing.
 
-* :mod:`~motlab.analysis.runs` — TensorBoard runs (several versions/event files merged) into
-  arrays and tables;
+* :mod:`~motlab.analysis.runs` — TensorBoard runs (a run's event files merged, its resumes
+  included; other runs in sibling ``version_N`` directories left out and named) into arrays
+  and tables;
 * :mod:`~motlab.analysis.speedup` — steps/tokens/wall-clock to a target loss and the paper's
   speed-up metric, with linear interpolation between logged points;
 * :mod:`~motlab.analysis.routing` — MoT merge weights and entropies, token-choice load and drops

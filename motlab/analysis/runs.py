@@ -1,10 +1,20 @@
 """Read TensorBoard runs into arrays and tables.
 
 A *run* is a directory holding one or more TensorBoard event files, possibly in ``version_N``
-sub-directories (a resumed run, or the same run name trained twice). Its files are merged per
-scalar tag: points are ordered by wall time and, where the same step was logged twice (a run
-resumed from a checkpoint re-does the steps after it), the later point wins. Pass ``version`` to
-read one version only.
+sub-directories. Several event files in one directory are one run: ``motlab fit --ckpt_path
+last`` logs its resume into the version directory it resumes, re-doing the steps after the
+checkpoint. They are merged per scalar tag: points are ordered by wall time and, where the same
+step was logged twice, the later point wins.
+
+Several ``version_N`` directories are usually *separate* runs: the same command trained again
+starts a new version at step 0. A version continues the one before it (in time) only when its
+steps continue past that version's last step, and its saved ``config.yaml``, where there is one,
+records a ``ckpt_path`` (a resume from a checkpoint, e.g. with another ``checkpoint.dirpath``).
+A version that logged at one step only is an evaluation (``motlab validate``/``test`` log at
+step 0 into a version of their own), not a run. :func:`read_run` reads the newest run's version
+and the unbroken chain of versions it continues; the others are left out, listed in
+:attr:`Run.left_out` and named in a :class:`SeparateRunsWarning`. Pass ``version`` to read one
+version only.
 
 Every point carries its step, value, absolute wall time and *elapsed* seconds: time since the
 run's first event, counting each event file's own span only, so that the pause between a crash
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +40,10 @@ TOKENS_TAGS = ("perf/tokens_seen", "train/tokens_seen", "train/tokens", "tokens"
 
 CONFIG_FILES = ("config.yaml", "hparams.yaml")
 """Files beside the event files that may describe the run (LightningCLI, TensorBoardLogger)."""
+
+
+class SeparateRunsWarning(UserWarning):
+    """A run directory holds versions of separate runs; only the newest run was read."""
 
 
 @dataclass
@@ -62,6 +77,10 @@ class Run:
     """The run's saved configuration (``config.yaml`` / ``hparams.yaml``), if found."""
     tokens_per_step: float | None = None
     """Training tokens per optimiser step, when known (see :func:`infer_tokens_per_step`)."""
+    versions: list[str] = field(default_factory=list)
+    """The directories read (relative to ``path``; ``"."`` for ``path`` itself), oldest first."""
+    left_out: list[str] = field(default_factory=list)
+    """Directories under ``path`` holding *other* runs, not read (see the module docstring)."""
 
     @property
     def tags(self) -> list[str]:
@@ -132,26 +151,31 @@ def _read_file(path: Path) -> dict[str, list[tuple[int, float, float]]]:
     }
 
 
-def _load_config(files: Sequence[Path], root: Path) -> dict[str, Any]:
-    """The saved configuration beside the event files (or in the run root), if any.
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """The mapping in a YAML file, or None when it is missing or not a readable mapping."""
+    import yaml
+
+    if not path.is_file():
+        return None
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _load_config(dirs: Sequence[Path], root: Path) -> dict[str, Any]:
+    """The saved configuration in the run root or the directories read (oldest first), if any.
 
     A LightningCLI ``config.yaml`` (the whole run) wins over ``hparams.yaml`` (the module's
     hyper-parameters) key by key; with several versions, the latest directory wins.
     """
-    import yaml
-
-    dirs = sorted({f.parent for f in files} | {root if root.is_dir() else root.parent})
+    top = root if root.is_dir() else root.parent
     found: dict[str, dict[str, Any]] = {name: {} for name in CONFIG_FILES}
-    for d in dirs:
+    for d in dict.fromkeys([top, *dirs]):
         for name in CONFIG_FILES:
-            p = d / name
-            if not p.is_file():
-                continue
-            try:
-                loaded = yaml.safe_load(p.read_text())
-            except yaml.YAMLError:
-                continue
-            if isinstance(loaded, dict):
+            loaded = _read_yaml(d / name)
+            if loaded is not None:
                 found[name] = loaded
     return {**found["hparams.yaml"], **found["config.yaml"]}
 
@@ -212,24 +236,31 @@ def read_run(
     if not files:
         raise FileNotFoundError(f"no TensorBoard event files ({EVENT_GLOB}) under {path}")
 
-    per_file = [_read_file(f) for f in files]
+    per_file = {f: _read_file(f) for f in files}
+    groups = _version_groups(per_file)
+    chain, left_out = _newest_run(groups) if version is None else (groups, [])
+    root = path if path.is_dir() else path.parent
+    if left_out:
+        warnings.warn(_left_out_message(path, chain, left_out, root), SeparateRunsWarning, 2)
+
     # Order files by their first event; each contributes its own span to the elapsed time.
     spans = []
-    for i, data in enumerate(per_file):
-        times = [t for points in data.values() for _, t, _ in points]
-        if times:
-            spans.append((min(times), max(times), i))
+    for group in chain:
+        for f in group.files:
+            times = [t for points in per_file[f].values() for _, t, _ in points]
+            if times:
+                spans.append((min(times), max(times), f))
     spans.sort()
-    offsets: dict[int, tuple[float, float]] = {}  # file -> (its start, elapsed at its start)
+    offsets: dict[Path, tuple[float, float]] = {}  # file -> (its start, elapsed at its start)
     total = 0.0
-    for start, end, i in spans:
-        offsets[i] = (start, total)
+    for start, end, f in spans:
+        offsets[f] = (start, total)
         total += end - start
 
     merged: dict[str, dict[int, tuple[float, float, float]]] = {}
-    for _, _, i in spans:  # in time order, so that a later point for the same step wins
-        start, offset = offsets[i]
-        for tag, points in per_file[i].items():
+    for _, _, f in spans:  # in time order, so that a later point for the same step wins
+        start, offset = offsets[f]
+        for tag, points in per_file[f].items():
             by_step = merged.setdefault(tag, {})
             for step, wall, value in sorted(points, key=lambda p: p[1]):
                 by_step[step] = (wall, offset + wall - start, value)
@@ -244,7 +275,7 @@ def read_run(
             wall_time=np.array([r[0] for r in rows], dtype=float),
             elapsed=np.array([r[1] for r in rows], dtype=float),
         )
-    config = _load_config(files, path)
+    config = _load_config([g.directory for g in chain], path)
     if tokens_per_step is None:
         tokens_per_step = infer_tokens_per_step(config)
     return Run(
@@ -253,7 +284,102 @@ def read_run(
         scalars=scalars,
         config=config,
         tokens_per_step=tokens_per_step,
+        versions=[_relative(g.directory, root) for g in chain],
+        left_out=[_relative(g.directory, root) for g in left_out],
     )
+
+
+@dataclass
+class _Version:
+    """The event files of one directory (one ``version_N``): one run, or one part of one."""
+
+    directory: Path
+    files: list[Path]
+    first_step: int
+    last_step: int
+    start: float
+    """Wall time of its first point."""
+
+    @property
+    def resumed(self) -> bool | None:
+        """Whether its saved ``config.yaml`` records a ``ckpt_path`` (LightningCLI saves the
+        one it was started with); None when there is no such record."""
+        config = _read_yaml(self.directory / "config.yaml")
+        if config is None or "ckpt_path" not in config:
+            return None
+        return config["ckpt_path"] is not None
+
+
+def _version_groups(
+    per_file: dict[Path, dict[str, list[tuple[int, float, float]]]],
+) -> list[_Version]:
+    """The event files grouped by directory, oldest first (by first point, not by name:
+    ``version_10`` is newer than ``version_9``); directories without any point are dropped."""
+    by_dir: dict[Path, list[Path]] = {}
+    for f in per_file:
+        by_dir.setdefault(f.parent, []).append(f)
+    groups = []
+    for directory, files in by_dir.items():
+        points = [p for f in files for series in per_file[f].values() for p in series]
+        if not points:
+            continue
+        steps = [step for step, _, _ in points]
+        start = min(wall for _, wall, _ in points)
+        groups.append(_Version(directory, sorted(files), min(steps), max(steps), start))
+    return sorted(groups, key=lambda g: (g.start, _natural_key(g.directory.name)))
+
+
+def _newest_run(groups: list[_Version]) -> tuple[list[_Version], list[_Version]]:
+    """``(chain, left_out)``: the newest version with the unbroken chain of older versions it
+    continues (oldest first), and every other version.
+
+    Versions that logged at one step only — ``motlab validate``/``test`` log their metrics at
+    step 0 into a version of their own — are evaluations, not runs: they are left out, and the
+    newest run is chosen among the others (when there are any).
+    """
+    runs = [g for g in groups if g.last_step > g.first_step] or groups
+    if not runs:
+        return [], []
+    chain = [runs[-1]]
+    for earlier in reversed(runs[:-1]):
+        later = chain[0]
+        if later.first_step <= earlier.last_step or later.resumed is False:
+            break
+        chain.insert(0, earlier)
+    left_out = [g for g in groups if all(g is not c for c in chain)]
+    return chain, left_out
+
+
+def _left_out_message(
+    path: Path, chain: list[_Version], left_out: list[_Version], root: Path
+) -> str:
+    def steps(g: _Version) -> str:
+        return f"{_relative(g.directory, root)} (steps {g.first_step}-{g.last_step})"
+
+    def why(g: _Version) -> str:
+        name = _relative(g.directory, root)
+        if g.first_step == g.last_step:
+            return f"{name} (step {g.first_step} only: an evaluation, e.g. motlab validate)"
+        return f"{steps(g)}: another run"
+
+    return (
+        f"{path}: read {', '.join(map(steps, chain))}, the newest run; left out "
+        f"{'; '.join(map(why, left_out))}. A version resumes the one before it only when its "
+        "steps go on past that one's last step (and its saved config.yaml, if any, has a "
+        "ckpt_path). Read another with read_run(path, version=N)"
+    )
+
+
+def _relative(directory: Path, root: Path) -> str:
+    try:
+        return str(directory.relative_to(root))
+    except ValueError:
+        return str(directory)
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``version_9`` before ``version_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _run_name(path: Path) -> str:

@@ -19,8 +19,10 @@ import glob
 import gzip
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import IO, Any
 
 from motlab import hub
@@ -28,6 +30,11 @@ from motlab.hub import HubUnreachableError
 
 Record = tuple[int, str | None, str | None]
 """``(record_index, text, problem)``: ``text`` is None exactly when ``problem`` says why."""
+
+CHECK_RECORDS = 20
+"""Records :meth:`DocFile.check` reads from the start of a file: if none of them holds text in
+``data.text_field``, the file fails before training (once, with the keys it does have) rather
+than warning about each of its records."""
 
 JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -56,7 +63,8 @@ class DocFile:
         raise NotImplementedError
 
     def check(self, text_field: str) -> None:
-        """Fail now, before training, if the file cannot be read at all (cheap: no full read)."""
+        """Fail now, before training, if the file cannot be read, or if none of its first
+        :data:`CHECK_RECORDS` records holds text in ``text_field`` (cheap: no full read)."""
 
 
 def _check_text(obj: Any, text_field: str) -> tuple[str | None, str | None]:
@@ -90,37 +98,66 @@ class JsonLinesFile(DocFile):
     def check(self, text_field: str) -> None:
         try:
             with self._open() as f:
-                f.read(1)
+                sample = list(islice(self._parsed(f), CHECK_RECORDS))
         except OSError as e:
             raise OSError(f"cannot read data file {self.name!r}: {e}") from e
+        _require_text(self.name, self.unit, sample, text_field)
 
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
         with self._open() as f:
-            if self.name.endswith((".json", ".json.gz")) and _starts_with_bracket(f):
-                yield from self._read_array(f, text_field, stride, offset)
-                return
-            for i, line in enumerate(f):
-                if i % stride != offset or not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as e:
-                    yield i, None, f"invalid JSON ({e})"
+            for i, obj, problem in self._parsed(f, stride, offset):
+                if problem is not None:
+                    yield i, None, problem
                     continue
                 text, problem = _check_text(obj, text_field)
                 yield i, text, problem
 
-    def _read_array(
-        self, f: IO[bytes], text_field: str, stride: int, offset: int
-    ) -> Iterator[Record]:
-        try:
-            items = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{self.name}: not valid JSON lines nor a JSON array ({e})") from e
-        for i, obj in enumerate(items):
-            if i % stride == offset:
-                text, problem = _check_text(obj, text_field)
-                yield i, text, problem
+    def _parsed(
+        self, f: IO[bytes], stride: int = 1, offset: int = 0
+    ) -> Iterator[tuple[int, Any, str | None]]:
+        """``(index, object, None)`` per record, or ``(index, None, problem)`` for bad JSON."""
+        if self.name.endswith((".json", ".json.gz")) and _starts_with_bracket(f):
+            try:
+                items = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{self.name}: not valid JSON lines nor a JSON array ({e})") from e
+            for i, obj in enumerate(items):
+                if i % stride == offset:
+                    yield i, obj, None
+            return
+        for i, line in enumerate(f):
+            if i % stride != offset or not line.strip():
+                continue
+            try:
+                yield i, json.loads(line), None
+            except ValueError as e:
+                yield i, None, f"invalid JSON ({e})"
+
+
+def _require_text(
+    name: str, unit: str, sample: list[tuple[int, Any, str | None]], text_field: str
+) -> None:
+    """Raise if no record of ``sample`` (a file's first ones) holds text in ``text_field``,
+    naming the file, the option and the keys the records do have."""
+    if not sample:
+        raise ValueError(f"data file {name!r} holds no records (only blank lines)")
+    problems: Counter[str] = Counter()
+    keys: dict[str, None] = {}  # in order of first appearance
+    for _, obj, problem in sample:
+        if problem is None:
+            text, problem = _check_text(obj, text_field)
+            if text is not None:
+                return
+            if isinstance(obj, dict):
+                keys.update(dict.fromkeys(map(str, obj)))
+        problems[problem or "malformed"] += 1
+    why = problems.most_common(1)[0][0]
+    has = f"; the records' keys are {', '.join(map(repr, keys))}" if keys else ""
+    raise ValueError(
+        f"data file {name!r}: none of its first {len(sample)} {unit}s holds text in the field "
+        f"{text_field!r} (--data.text_field): {why}{has}. Set --data.text_field to the field "
+        "that holds the documents' text, or fix the file"
+    )
 
 
 def _starts_with_bracket(f: IO[bytes]) -> bool:
@@ -138,14 +175,25 @@ class ParquetFile(DocFile):
     unit = "row"
 
     def check(self, text_field: str) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            names = pq.read_schema(self.name).names
+            schema = pq.read_schema(self.name)
         except Exception as e:
             raise OSError(f"cannot read parquet file {self.name!r}: {e}") from e
-        if text_field not in names:
-            raise ValueError(f"{self.name!r} has no {text_field!r} column (columns: {names})")
+        if text_field not in schema.names:
+            raise ValueError(
+                f"{self.name!r} has no {text_field!r} column (columns: {schema.names}); set "
+                "--data.text_field to the column that holds the documents' text"
+            )
+        kind = schema.field(text_field).type
+        is_view = getattr(pa.types, "is_string_view", lambda _: False)  # pyarrow >= 16
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or is_view(kind)):
+            raise ValueError(
+                f"{self.name!r}: column {text_field!r} holds {kind}, not strings; set "
+                "--data.text_field to the column that holds the documents' text"
+            )
 
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
         import pyarrow.parquet as pq

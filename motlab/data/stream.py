@@ -40,6 +40,10 @@ from motlab.data.sources import DocFile
 
 STATE_FORMAT = "motlab.data.stream/1"
 
+MALFORMED_REPORTED_PER_FILE = 5
+"""Malformed records of one file that a data stream reports one by one (file and line); it
+counts the rest, in one warning per pass over the file. ``malformed_records`` counts them all."""
+
 
 class MalformedRecordWarning(UserWarning):
     """A record was skipped because it is not JSON, or its text field is missing or not a string."""
@@ -197,6 +201,8 @@ class _StreamCore:
         self.source_done = False
         self.batches_done = 0
         self.malformed = 0
+        self.malformed_in_file: dict[str, int] = {}  # reported or counted, per file name
+        self.unreported: dict[str, int] = {}  # counted, not yet reported, in this file's pass
         self.replaying = False
         if state is None:
             self.source: Iterator[tuple[int, str]] = self._docs(0, 0, 0)
@@ -213,36 +219,71 @@ class _StreamCore:
                 len(ds.files), self.stream, self.n_streams, epoch, ds.seed, ds.shuffle_files
             )
             epoch_start = (ordinal, slot)
+            records = 0  # in this pass, malformed ones included
             for s in range(slot, len(tasks)):
                 task = tasks[s]
                 doc_file = ds.files[task.file]
                 self.segments.append((ordinal, epoch, s))
                 for index, text, problem in doc_file.read(ds.text_field, task.stride, task.offset):
+                    records += 1
                     if text is None:
                         self._report_malformed(doc_file, index, problem or "malformed")
                         continue
                     yield ordinal, text
                     ordinal += 1
+                self._report_unreported(doc_file)
             if not ds.cycle:
                 return
             if epoch_start == (ordinal, 0):
+                where = f"data stream {self.stream} of {self.n_streams}"
+                if records:
+                    raise RuntimeError(
+                        f"{where}: a full pass over {len(ds.files)} files gave {records} records, "
+                        "all malformed (see the warnings above): does --data.text_field "
+                        f"{ds.text_field!r} name the field that holds the text?"
+                    )
                 raise RuntimeError(
-                    f"data stream {self.stream} of {self.n_streams} got no documents from a full "
-                    f"pass over {len(ds.files)} files; use fewer loader workers/ranks or more data"
+                    f"{where} got no records from a full pass over {len(ds.files)} files (its "
+                    "share of the data is empty); use fewer loader workers/ranks or more data"
                 )
             epoch, slot = epoch + 1, 0
 
     def _report_malformed(self, doc_file: DocFile, index: int, problem: str) -> None:
+        """Count a skipped record; warn with its file and line for the first few of its file
+        (:data:`MALFORMED_REPORTED_PER_FILE`), keep the rest for :meth:`_report_unreported`."""
         if self.replaying:  # already counted and reported before the checkpoint
             return
         self.malformed += 1
+        name = doc_file.name
+        in_file = self.malformed_in_file[name] = self.malformed_in_file.get(name, 0) + 1
+        if in_file > MALFORMED_REPORTED_PER_FILE:
+            self.unreported[name] = self.unreported.get(name, 0) + 1
+            return
         unit = getattr(doc_file, "unit", "record")
+        rest = (
+            "; further ones in this file are counted, not listed"
+            if in_file == MALFORMED_REPORTED_PER_FILE
+            else ""
+        )
         warnings.warn(
-            f"{doc_file.name}, {unit} {index + 1}: skipped malformed record ({problem}); "
-            f"{self.malformed} malformed record(s) so far in data stream {self.stream}",
+            f"{name}, {unit} {index + 1}: skipped malformed record ({problem}); "
+            f"{self.malformed} malformed record(s) so far in data stream {self.stream}{rest}",
             MalformedRecordWarning,
             stacklevel=2,
         )
+
+    def _report_unreported(self, doc_file: DocFile) -> None:
+        """One warning for the malformed records of a file not listed one by one, at the end
+        of this stream's pass over it."""
+        count = self.unreported.pop(doc_file.name, 0)
+        if count:
+            warnings.warn(
+                f"{doc_file.name}: {count} more malformed records skipped in this pass over the "
+                f"file ({self.malformed_in_file[doc_file.name]} in this file so far, "
+                f"{self.malformed} in data stream {self.stream})",
+                MalformedRecordWarning,
+                stacklevel=2,
+            )
 
     def _pull(self, n: int) -> list[str]:
         """Up to ``n`` documents out of the shuffle buffer (fewer only at the end of the data)."""

@@ -13,6 +13,7 @@ import torch
 
 from motlab.data import C4DataModule, HubUnreachableError, MalformedRecordWarning
 from motlab.data.sources import JsonLinesFile, glob_files, local_c4_files
+from motlab.data.stream import MALFORMED_REPORTED_PER_FILE
 
 
 def dm_for(tokenizer_path: Path, **kwargs) -> C4DataModule:
@@ -148,7 +149,75 @@ def test_malformed_records_warn_with_file_and_line_and_count(
         assert any(f"bad.jsonl, line {line}:" in m for m in messages), line
     assert not any("line 4:" in m for m in messages)
     assert dm.malformed_records >= 8  # 4 per pass, at least two passes
-    assert dm.malformed_records == len(messages)  # one warning per skipped record
+    # The first few of a file one by one, then one count per pass over the file: every
+    # skipped record is either reported alone or counted in a "more" line.
+    shown = sum("skipped malformed record" in m for m in messages)
+    counted = sum(int(m.split(" more malformed")[0].rsplit(" ", 1)[-1]) for m in messages
+                  if " more malformed" in m)  # fmt: skip
+    assert shown == MALFORMED_REPORTED_PER_FILE
+    assert shown + counted <= dm.malformed_records <= shown + counted + 4  # + the pass under way
+
+
+def _write_records(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_records_without_the_text_field_fail_once_before_training(
+    tmp_path: Path, tokenizer_path: Path, c4_docs: list[str], recwarn
+) -> None:
+    """Records keyed ``content`` under the default ``data.text_field: text``: one error at
+    setup naming the file, the option and the keys there are, not a warning per record."""
+    records = [{"content": t, "url": "u"} for t in c4_docs[:50]]
+    wrong = _write_records(tmp_path / "wrong.jsonl", records)
+    good = _write_records(tmp_path / "good.jsonl", [{"text": t} for t in c4_docs[:5]])
+    with gzip.open(tmp_path / "wrong.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    for train, val in ((wrong, good), (good, wrong), (tmp_path / "wrong.jsonl.gz", good)):
+        dm = dm_for(tokenizer_path, train_files=str(train), val_files=str(val))
+        with pytest.raises(ValueError) as err:
+            dm.setup("fit")
+        message = str(err.value)
+        assert Path(train if train != good else val).name in message
+        assert "data.text_field" in message and "'text'" in message
+        assert "'content'" in message and "'url'" in message
+    assert not [w for w in recwarn if issubclass(w.category, MalformedRecordWarning)]
+    # Told where the text is, the same files train.
+    dm = dm_for(tokenizer_path, train_files=str(wrong), val_files=str(wrong), text_field="content")
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader())).shape == (2, 33)
+
+
+def test_files_without_any_usable_record_fail_at_setup(
+    tmp_path: Path, tokenizer_path: Path
+) -> None:
+    not_json = tmp_path / "table.jsonl"
+    not_json.write_text("id,text\n1,hello\n2,world\n")
+    numbers = _write_records(tmp_path / "numbers.jsonl", [{"text": i} for i in range(30)])
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps([{"body": "x"}, {"body": "y"}]))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    for path, why in (
+        (not_json, "invalid JSON"),
+        (numbers, "'text' is int"),
+        (array, "'body'"),
+        (blank, "no records"),
+    ):
+        with pytest.raises(ValueError, match=why) as err:
+            dm_for(tokenizer_path, train_files=str(path), val_batches=0).setup("fit")
+        assert path.name in str(err.value)
+
+
+def test_parquet_text_column_must_hold_strings(tmp_path: Path, tokenizer_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [1, 2, 3]}), tmp_path / "ints.parquet")
+    with pytest.raises(ValueError, match=r"ints\.parquet.*'text'.*int64.*data\.text_field"):
+        dm_for(tokenizer_path, train_files=str(tmp_path / "ints.parquet"), val_batches=0).setup(
+            "fit"
+        )
 
 
 def test_malformed_count_from_worker_processes(

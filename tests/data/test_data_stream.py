@@ -211,3 +211,55 @@ def test_hub_style_source_through_datasets_streaming(
     total = direct_docs(tok, small_texts)
     assert not (seen - total - Counter({None: 2})), "no document is duplicated or altered"
     assert sum(seen.values()) == sum(total.values())
+
+
+def test_malformed_records_are_reported_a_few_per_file_then_counted(
+    tok: Tokenizer, small_texts: list[str], tmp_path: Path
+) -> None:
+    """One good record, then 60 without text, in each of two files: the first few of each file
+    are reported one by one, the rest in one count per file; the counter stays exact."""
+    import json
+    import warnings
+
+    from motlab.data.stream import MALFORMED_REPORTED_PER_FILE, MalformedRecordWarning
+
+    files = []
+    for name in ("a.jsonl", "b.jsonl"):
+        lines = [json.dumps({"text": small_texts[0]})] + [json.dumps({"body": "x"})] * 60
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        files.append(JsonLinesFile(str(tmp_path / name)))
+    ds = make_stream(files, tok, shuffle_buffer=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(ds)
+    messages = [str(w.message) for w in caught if issubclass(w.category, MalformedRecordWarning)]
+    assert ds.malformed_records == 120
+    for name in ("a.jsonl", "b.jsonl"):
+        mine = [m for m in messages if name in m]
+        one_by_one = [m for m in mine if "skipped malformed record" in m]
+        assert len(one_by_one) == MALFORMED_REPORTED_PER_FILE
+        assert f"{name}, line 2: skipped malformed record (no 'text' field)" in one_by_one[0]
+        more = 60 - MALFORMED_REPORTED_PER_FILE
+        summary = [m for m in mine if f"{more} more malformed records" in m]
+        assert len(summary) == 1 and "60 in this file" in summary[0]
+    assert len(messages) == 2 * (MALFORMED_REPORTED_PER_FILE + 1)
+
+
+def test_a_pass_without_documents_names_its_cause(
+    tok: Tokenizer, small_files: list[Path], tmp_path: Path
+) -> None:
+    """A full pass that yields no document: malformed records (the data) or no records at all
+    for this stream (too many streams for the data) are told apart."""
+    (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n' * 30)
+    ds = make_stream([JsonLinesFile(str(tmp_path / "bad.jsonl"))], tok, cycle=True)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError) as err:
+        next(iter(ds))
+    message = str(err.value)
+    assert "30 records" in message and "malformed" in message and "data.text_field" in message
+    assert "fewer loader workers" not in message
+    # Two streams, one file of one record: stream 1 gets no record, the data is too small.
+    (tmp_path / "one.jsonl").write_text('{"text": "hello world"}\n')
+    one = [JsonLinesFile(str(tmp_path / "one.jsonl"))]
+    ds = make_stream(one, tok, cycle=True, worker_id=1, num_workers=2)
+    with pytest.raises(RuntimeError, match="no records.*fewer loader workers/ranks or more data"):
+        next(iter(ds))
