@@ -300,6 +300,7 @@ def cli_main(args: Sequence[str] | None = None, **kwargs: Any) -> MotCLI:
 TOOLS = {
     "compare": "motlab.compare",  # motlab compare RUN_DIR... [--target-loss X] [--plot out.png]
     "zeroshot": "motlab.zeroshot",  # motlab zeroshot --checkpoint CKPT --task piqa|...
+    "sweep": "motlab.sweep",  # motlab sweep conf/sweeps/FILE.yaml [--dry-run] [-- FIT_FLAGS]
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
