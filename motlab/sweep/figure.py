@@ -24,6 +24,14 @@ def _positions(values: list[Any]) -> tuple[list[float], bool]:
     return [float(i) for i in range(len(values))], False
 
 
+def _axis_label(name: str, values: list[Any], keys: dict[str, list[Any]]) -> str:
+    """``E = model.net.ffn.n_experts = model.net.ffn.group_size``, ``k (sets ...n_experts)``."""
+    same = [k for k, v in keys.items() if list(v) == values and k != name]
+    other = [k for k, v in keys.items() if list(v) != values]
+    label = " = ".join([name, *same])
+    return f"{label}  (sets {', '.join(other)})" if other else label
+
+
 def plot_sweep(report: SweepReport) -> Any:
     """One row of two panels per swept axis; returns the matplotlib figure."""
     import matplotlib.pyplot as plt  # optional dependency: the caller checked for it
@@ -61,13 +69,13 @@ def plot_sweep(report: SweepReport) -> Any:
                 row["final_loss"], color=colour, linestyle="--", linewidth=1.2,
                 label=f"{row['run']} (baseline): {row['final_loss']:.3f}",
             )  # fmt: skip
-        keys = ", ".join(axis["keys"])
+        xlabel = _axis_label(name, values, axis["keys"])
         for ax in (ax_loss, ax_speed):
             if numeric and axis.get("log_scale"):
                 ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(v) for v in values])
             ax.minorticks_off()
-            ax.set_xlabel(f"{name}  ({keys})" if keys != name else name)
+            ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
         ax_loss.set_ylabel(f"final {report.tag}")
         ax_loss.set_title(f"{report.name}: final {report.tag} vs {name}")
@@ -84,7 +92,9 @@ def plot_sweep(report: SweepReport) -> Any:
                     unreached, [0.04] * len(unreached), transform=bottom, linestyle="none",
                     marker="x", markersize=9, color="tab:red", label=f"never reached {target}",
                 )  # fmt: skip
-            ax_speed.set_ylim(bottom=0)  # a ratio: 0 at the bottom, the baseline's 1 above it
+            # A ratio: from 0, with room above the highest point (and the baseline's 1).
+            highest = max([1.0, *(r["speedup_steps"] or 0.0 for r in sweep_rows)])
+            ax_speed.set_ylim(0, highest * 1.2)
             ax_speed.set_ylabel(f"speed-up over {report.reference} (steps, ×)")
             ax_speed.set_title(f"{report.name}: speed-up in steps to {target}")
         for ax in (ax_loss, ax_speed):
