@@ -49,8 +49,13 @@ def assert_report(save_dir: Path, names: list[str], axis: str, values: list[int]
 def launch_and_interrupt(
     cwd: Path, args: list[str], run_dir: Path, signum: int, env: dict[str, str]
 ) -> tuple[int, str]:
-    """Start ``motlab sweep ARGS``; once ``run_dir`` has a checkpoint, send ``signum`` to the
-    sweep and its ``motlab fit`` (as Ctrl-C in a terminal does); return the exit code and log."""
+    """Start ``motlab sweep ARGS``; shortly after ``run_dir`` has its first checkpoint, send
+    ``signum`` to the sweep and its ``motlab fit`` (as Ctrl-C in a terminal does); return the
+    exit code and the log.
+
+    Shortly after, not at once: a Ctrl-C that lands while Lightning closes the checkpoint file is
+    swallowed by the file object's finaliser (the launcher then stops the run with SIGTERM after
+    5 s, by which time these tiny runs may have finished)."""
     log_path = cwd / "interrupted.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -63,6 +68,7 @@ def launch_and_interrupt(
                 assert proc.poll() is None, log_path.read_text()[-3000:]
                 assert time.monotonic() < deadline, f"no checkpoint in {run_dir} within 300 s"
                 time.sleep(0.02)
+            time.sleep(0.25)
             os.killpg(proc.pid, signum)
         finally:
             code = proc.wait(timeout=120)
@@ -104,7 +110,10 @@ def test_experts_sweep_end_to_end_through_an_interruption(experts):
     names = ["dense", "E=8", "E=32", "E=128"]
     for name in names:
         assert_one_finished_version(save_dir / name, steps=4)  # E=32 resumed into version_0
-    assert list(read_run(save_dir / "E=32")["train/loss"].steps) == [0, 1, 2, 3]
+    # Logged before Ctrl-C or after the resume; step 2's own point may be missing: Lightning
+    # logs it after writing step 2's checkpoint and a resume from that checkpoint does not redo it.
+    logged = list(read_run(save_dir / "E=32")["train/loss"].steps)
+    assert logged in ([0, 1, 2, 3], [0, 2, 3]), logged
     for e in (8, 32, 128):  # each run trained its own combination
         saved = yaml.safe_load((save_dir / f"E={e}" / "version_0" / "config.yaml").read_text())
         ffn = saved["model"]["net"]["ffn"]
@@ -183,10 +192,10 @@ def test_an_interrupted_run_resumes_exactly(signum, tmp_path, tiniest, motlab_en
         ref_s, twin_s = (read_run(save_dir / n)[tag] for n in ("ref", "twin=2"))
         missing = set(ref_s.steps) - set(twin_s.steps)
         if signum == signal.SIGINT:
-            # Logged before the stop, or again after the resume — except the validation right
-            # after the checkpoint, which a resumed Lightning run does not redo: present only
-            # when it had finished before Ctrl-C.
-            assert missing <= ({stopped_at - 1} if tag == "val/loss" else set()), tag
+            # Logged before the stop, or again after the resume — except the checkpointed step's
+            # own points (Lightning logs them, and validates, after writing the checkpoint, and a
+            # resumed run does not redo them): present only when done before Ctrl-C.
+            assert missing <= {stopped_at - 1}, tag
         else:
             # SIGKILL loses what TensorBoard had not written out yet (it flushes every 2 min);
             # the resumed run logs every step after the checkpoint again.
