@@ -323,6 +323,7 @@ def load_sweep(path: str | Path) -> Sweep:
         )
     slurm_raw = _mapping(raw.get("slurm") or {}, f"{path}: slurm")
     _unknown(slurm_raw, {f.name for f in dataclasses.fields(SlurmSettings)}, f"{path}: slurm")
+    _check_types(SlurmSettings, slurm_raw, f"{path}: slurm")
     return Sweep(
         name=name,
         path=path,
@@ -404,6 +405,18 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SweepError(f"{where}: expected a mapping, got {value!r}")
     return {str(k): v for k, v in value.items()}
+
+
+def _check_types(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Values against the dataclass' field types, with jsonargparse's messages."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls)
+    try:
+        parser.parse_object(dict(values))
+    except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError, re-raised as ours
+        raise SweepError(f"{where}: {err}") from err
 
 
 def _unknown(spec: Mapping[str, Any], valid: set[str], where: str) -> None:

@@ -100,6 +100,10 @@ def test_the_command_merges_configs_overlays_flags_then_axes(tmp_path, monkeypat
             r"baselines\.d: unknown key.*confg",
         ),
         ({"config": "base.yaml", "axes": {"a.b": [1]}, "slurm": {"gpu": 2}}, r"slurm: unknown"),
+        (
+            {"config": "base.yaml", "axes": {"a.b": [1]}, "slurm": {"gpus": "two"}},
+            r"(?s)slurm: .*gpus.*Expected a <class 'int'>",
+        ),
     ],
 )
 def test_malformed_sweep_files_are_named(tmp_path, monkeypatch, spec, message):
