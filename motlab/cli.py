@@ -327,6 +327,7 @@ TOOLS = {
     "zeroshot": "motlab.eval.zeroshot",  # motlab zeroshot --checkpoint CKPT --task piqa,...
     "lm_eval": "motlab.eval.harness",  # motlab lm_eval run --model motlab --model_args ...
     "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
+    "sweep": "motlab.sweep",  # motlab sweep conf/sweeps/FILE.yaml [--dry-run] [-- FIT_FLAGS]
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "runs",
-        nargs="+",
+        nargs="*",
         metavar="RUN_DIR",
         help="run directories (e.g. runs/dense runs/mot) or version directories "
         "(runs/mot/version_1); the first is the baseline. Of several version_N "
@@ -76,12 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--plot", metavar="OUT.png", default=None, help="write a figure here")
     parser.add_argument("--csv", metavar="OUT.csv", default=None, help="write the table as CSV")
+    parser.add_argument(
+        "--sweep",
+        metavar="DIR",
+        default=None,
+        help="instead of RUN_DIRs: a motlab sweep directory; loss and speed-up over its baseline "
+        "against each swept axis (CSV and figure default to DIR/report.csv, DIR/report.png)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``motlab compare``; returns the exit status."""
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.sweep is not None or not args.runs:
+        return _compare_sweep(parser, args)
     try:
         with warnings.catch_warnings():
             # Said below, in one line per run, beside the table it concerns.
@@ -138,6 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         fig.savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _compare_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.sweep is None or args.runs:
+        parser.error("give RUN_DIRs or --sweep DIR" + (", not both" if args.runs else ""))
+    from motlab.sweep.report import report_main
+    from motlab.sweep.spec import SweepError
+
+    try:
+        return report_main(args.sweep, args.tag, args.csv, args.plot, args.target_loss)
+    except (FileNotFoundError, KeyError, ValueError, SweepError) as err:
+        print(f"motlab compare: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -63,3 +63,13 @@ def test_bad_size_and_placement() -> None:
         GPTConfig(moe_blocks=[9])
     with pytest.raises(ValueError, match="n_experts \\(3\\) to divide"):
         GPTConfig(ffn={"variant": "mot", "n_experts": 3})
+
+
+def test_ffn_values_of_the_wrong_type_are_named() -> None:
+    """model.net.ffn is free-form to the CLI parser: its value types are checked by the variant."""
+    with pytest.raises(ValueError, match=r"model\.net\.ffn\.n_experts='abc' is not int"):
+        ffn_config({"variant": "mot", "n_experts": "abc"})
+    with pytest.raises(ValueError, match=r"model\.net\.ffn\.discrete=1 is not bool"):
+        ffn_config({"variant": "mot", "discrete": 1})
+    assert ffn_config({"variant": "token_choice", "capacity_factor": 1}).capacity_factor == 1
+    assert ffn_config({"variant": "token_choice", "capacity_factor": None}).capacity_factor is None

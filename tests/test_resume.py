@@ -166,3 +166,21 @@ def test_load_model_reads_a_fit_checkpoint(runs):
     assert model(tokens).shape == (32, 16, model.cfg.vocab_size)
     lit = LitLM.load_from_checkpoint(ckpt, map_location="cpu")
     torch.testing.assert_close(lit.net.head.weight, model.head.weight)
+
+
+def test_extending_a_finished_run_logs_every_step_once(tmp_path, c4_dir, tokenizer_path):
+    """A run that ended off its checkpoint interval, resumed to a later max_steps, logs each
+    step once at its own index (its last.ckpt was written where Lightning writes step
+    checkpoints; one written at the end of training made every resumed step log one late)."""
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(tmp_path)
+        extra = ("--trainer.val_check_interval", "1", "--checkpoint.every_n_train_steps", "2")
+        _fit("dense.yaml", c4_dir, tokenizer_path, *extra, "--trainer.max_steps", str(N))
+        _fit("dense.yaml", c4_dir, tokenizer_path, *extra, "--trainer.max_steps", str(2 * N),
+             "--ckpt_path", "last")  # fmt: skip
+    finally:
+        mp.undo()
+    run = tmp_path / "runs/dense/version_0"
+    for tag in ("train/loss", "val/loss"):
+        assert sorted(_scalars(run, tag)) == list(range(2 * N)), tag

@@ -23,9 +23,11 @@ class RunCheckpoint(ModelCheckpoint):
 
     **Finished runs.** Lightning writes ``last.ckpt`` only at the ``every_n_train_steps``
     boundaries (and at the end only if it never wrote one), so a run whose ``max_steps`` is not a
-    multiple of the interval would end with a stale ``last.ckpt``. Here the end of training writes
-    it again when no checkpoint was saved at the final step. Public API only: every save passes
-    through the ``on_save_checkpoint`` hook, which records its step, and the final one is
+    multiple of the interval would end with a stale ``last.ckpt``. Here the final step writes it
+    when no checkpoint was saved there, at the end of that step, as Lightning's own step
+    checkpoints are (a checkpoint from the end of training would make a run resumed from it, to
+    a later ``max_steps``, log every step one step late). Public API only: every save passes
+    through the ``on_save_checkpoint`` hook, which records its step, and motlab's own saves are
     written with ``Trainer.save_checkpoint``.
 
     **Stopped runs.** The first Ctrl-C (SIGINT) or SIGTERM during ``fit`` asks the run to stop
@@ -97,6 +99,11 @@ class RunCheckpoint(ModelCheckpoint):
         if requested:
             self.stopped_by = self._stop_requested or signal.SIGTERM
             trainer.should_stop = True
+        final = 0 < trainer.max_steps <= trainer.global_step
+        if requested or final:
+            # Saved here, where Lightning's own step checkpoints are saved: a checkpoint written
+            # later (at the end of training) makes a resumed run log every step one step late.
+            self._save_last(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -106,13 +113,17 @@ class RunCheckpoint(ModelCheckpoint):
 
     # -- the final state ---------------------------------------------------------------------
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore_handlers()
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` now, unless this step is saved already."""
         if not self.save_last or self.dirpath is None or trainer.sanity_checking:
             return
         if self._saved_at_step != trainer.global_step:
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
+        self._save_last(trainer)  # training that ended otherwise (max_epochs, max_time)
         if self.stopped_by is not None:
             rank_zero_info(self.stop_message(trainer.global_step))
 

@@ -16,6 +16,8 @@ are parametrised over the registry — works through this contract alone:
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -155,7 +157,11 @@ def config_fields(config_cls: type) -> list[dataclasses.Field]:
 
 
 def ffn_config(spec: Mapping[str, Any] | FFNConfig) -> FFNConfig:
-    """Turn ``{"variant": "mot", "group_size": 32, ...}`` into that variant's config dataclass."""
+    """Turn ``{"variant": "mot", "group_size": 32, ...}`` into that variant's config dataclass.
+
+    Keys and value types are checked here: the CLI parses ``model.net.ffn`` as a free-form
+    mapping (its keys depend on the variant), so nothing else has looked inside it.
+    """
     if dataclasses.is_dataclass(spec):
         return spec  # type: ignore[return-value]
     spec = dict(spec)  # type: ignore[arg-type]
@@ -168,7 +174,37 @@ def ffn_config(spec: Mapping[str, Any] | FFNConfig) -> FFNConfig:
             f"unknown key(s) {unknown} for feed-forward variant {name!r}; "
             f"valid keys: {sorted(fields)} (`motlab variants {name}` describes them)"
         )
+    hints = typing.get_type_hints(config_cls)
+    wrong = [
+        f"model.net.ffn.{key}={value!r} is not {_type_name(hints[key])}"
+        for key, value in spec.items()
+        if not _has_type(value, hints[key])
+    ]
+    if wrong:
+        raise ValueError(f"feed-forward variant {name!r}: " + "; ".join(wrong))
     return config_cls(**spec)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits ``hint`` — the plain types variant configs use (numbers, bools,
+    strings, None, literals and unions of them); any other hint is left to the variant."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        numbers = (int, float) if hint is float else (int,)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def build_ffn(d_model: int, d_ff: int, cfg: FFNConfig) -> FFNLayer:

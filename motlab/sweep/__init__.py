@@ -1,0 +1,15 @@
+"""Sweeps: many ``motlab fit`` runs from one file, checked up front, launched, resumed, reported.
+
+* :mod:`.spec` — the sweep file (``conf/sweeps/*.yaml``): base configs, axes (zipped keys),
+  baselines; its expansion into named runs and their exact ``motlab fit`` commands;
+* :mod:`.check` — every run's merged config checked with motlab's own parser and classes;
+* :mod:`.state` — finished / resumable / new, from the run's ``last.ckpt``;
+* :mod:`.local`, :mod:`.slurm` — the launchers (one process per run; a submitit job array);
+* :mod:`.report`, :mod:`.figure` — table, CSV and figure per sweep;
+* :mod:`.command` — ``motlab sweep``.
+"""
+
+from motlab.sweep.command import build_parser, main
+from motlab.sweep.spec import Axis, Sweep, SweepError, SweepRun, load_sweep
+
+__all__ = ["Axis", "Sweep", "SweepError", "SweepRun", "build_parser", "load_sweep", "main"]
