@@ -10,6 +10,24 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from motlab.callbacks.summary import si
 
 
+class Reading:
+    """A rate shown with an SI prefix (``1.02k``), still convertible with ``float()``.
+
+    Not a ``float`` on purpose: tqdm formats numbers with ``.3g`` (``1.02e+03``) and Lightning's
+    bar pads numbers and strings with zeros (``2.5k`` became ``2.5k0``); any other object is
+    shown as its ``str``.
+    """
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __float__(self) -> float:
+        return self.value
+
+    def __str__(self) -> str:
+        return si(self.value)
+
+
 class ProgressBar(TQDMProgressBar):
     """TQDM bar showing ``loss``, ``tok/s`` and ``val_loss`` (no ``v_num``).
 
@@ -36,10 +54,13 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
-        bar = self.train_progress_bar
-        if trainer.max_steps > 0 and trainer.num_training_batches == float("inf"):
-            bar.total = trainer.max_steps * trainer.accumulate_grad_batches
+        self._size(trainer)
         self._started = False
+
+    def _size(self, trainer: pl.Trainer) -> None:
+        """The run's batches as the bar's total (an endless stream ends at ``max_steps``)."""
+        if trainer.max_steps > 0 and trainer.num_training_batches == float("inf"):
+            self.train_progress_bar.total = trainer.max_steps * trainer.accumulate_grad_batches
 
     def on_train_batch_end(
         self,
@@ -51,8 +72,11 @@ class ProgressBar(TQDMProgressBar):
     ) -> None:
         bar = self.train_progress_bar
         if not self._started and bar is not None:
-            # The batches before this one were trained before this run started (a resume).
+            # The batches before this one were trained before this run started (a resume). A
+            # run resumed mid-epoch gets no on_train_epoch_start: size and name the bar here.
             self._started = True
+            self._size(trainer)
+            bar.set_description(f"Epoch {trainer.current_epoch}", refresh=False)
             bar.initial = bar.n = bar.last_print_n = batch_idx
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
@@ -67,7 +91,7 @@ class ProgressBar(TQDMProgressBar):
             for key, label in self.SHOWN.items():
                 if key in logged:
                     value = float(logged[key])
-                    self._shown[label] = si(value) if label == "tok/s" else value
+                    self._shown[label] = Reading(value) if label == "tok/s" else value
         out = dict(self._shown)
         for key, value in metrics.items():
             out[self.RENAME.get(key, key)] = value

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from motlab.callbacks import ProgressBar
+from motlab.callbacks.summary import si
 from motlab.cli import cli_main
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -44,5 +45,8 @@ def test_tokens_per_second_read_with_si_prefixes(tmp_path, monkeypatch, c4_dir, 
     monkeypatch.chdir(tmp_path)
     cli = _fit(c4_dir, tokenizer_path, "--trainer.max_steps", "2")
     bar = next(cb for cb in cli.trainer.callbacks if isinstance(cb, ProgressBar))
-    shown = bar._shown["tok/s"]
-    assert "e+" not in shown and shown[-1] in "0123456789kMG"
+    shown = bar.get_metrics(cli.trainer, cli.model)["tok/s"]
+    assert float(shown) > 0  # a number,
+    train = bar.train_progress_bar
+    train.set_postfix({"tok/s": shown}, refresh=False)
+    assert train.postfix == f"tok/s={si(float(shown))}"  # shown as 2.5k: no 2.5e+03, no 2.5k0

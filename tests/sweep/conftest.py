@@ -62,3 +62,23 @@ def motlab_sweep():
 def motlab_env() -> dict[str, str]:
     """The environment the sweep subprocesses run in."""
     return sweep_env()
+
+
+@pytest.fixture
+def twins_sweep(tmp_path: Path) -> Path:
+    """A sweep file of two runs that train identically (the axis only changes how many step
+    checkpoints are kept): one interrupted, one not, so that they can be compared bit for bit."""
+    import yaml
+
+    sweep = tmp_path / "twins.yaml"
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "config": [str(conf / "mot.yaml")],
+                "axes": {"twin": {"checkpoint.save_top_k": [2]}},
+                "baselines": {"ref": {}},
+            }
+        )
+    )
+    return sweep

@@ -150,22 +150,15 @@ def test_granularity_sweep_end_to_end(tmp_path, tiniest, motlab_sweep):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_an_interrupted_run_resumes_exactly(signum, tmp_path, tiniest, motlab_env, motlab_sweep):
+def test_an_interrupted_run_resumes_exactly(
+    signum, tmp_path, tiniest, motlab_env, motlab_sweep, twins_sweep
+):
     """Two runs that train identically (the axis only changes how many step checkpoints are
     kept). The whole sweep is interrupted — Ctrl-C, or SIGKILL with no chance to clean up — once
     the second run has its first checkpoint; the relaunch skips the finished first run and
     resumes the second from that checkpoint into the same version directory. Both end with the
     same step count, the same weights bit for bit, and the same logged losses."""
-    sweep = tmp_path / "twins.yaml"
-    sweep.write_text(
-        yaml.safe_dump(
-            {
-                "config": [str(CONF / "mot.yaml")],
-                "axes": {"twin": {"checkpoint.save_top_k": [2]}},
-                "baselines": {"ref": {}},
-            }
-        )
-    )
+    sweep = twins_sweep
     steps = 9
     args = [str(sweep), "--overlay", str(CONF / "tiny.yaml"), "--", *tiniest,
             "--trainer.max_steps", str(steps), "--checkpoint.every_n_train_steps", "3",

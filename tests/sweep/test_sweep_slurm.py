@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from motlab import load_model
 from motlab.sweep.check import check_runs
@@ -91,22 +90,13 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def test_a_preempted_job_requeues_and_resumes(tmp_path, tiniest, motlab_env):
+def test_a_preempted_job_requeues_and_resumes(tmp_path, tiniest, motlab_env, twins_sweep):
     """Two jobs that train identically, as a job array on submitit's local executor. Once the
     second has its first checkpoint it gets the preemption signal SLURM would send (USR2):
     submitit calls SweepJob.checkpoint, which stops motlab fit, and requeues the job; the
     requeued job resumes from the checkpoint into the same version directory and ends with the
     same step count and the same weights as the uninterrupted one."""
-    sweep = tmp_path / "twins.yaml"
-    sweep.write_text(
-        yaml.safe_dump(
-            {
-                "config": [str(CONF / "mot.yaml")],
-                "axes": {"twin": {"checkpoint.save_top_k": [2]}},
-                "baselines": {"ref": {}},
-            }
-        )
-    )
+    sweep = twins_sweep
     steps = 9
     args = [str(sweep), "--launcher", "slurm", "--cluster", "local", "--wait",
             "--overlay", str(CONF / "tiny.yaml"), "--", *tiniest,
