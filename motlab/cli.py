@@ -211,8 +211,8 @@ class MotCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last``; keep (fit) or adopt (validate/test) the model config.
 
-        Overrides a private LightningCLI method (``tests/test_cli.py`` fails if Lightning
-        renames it): Lightning's version silently overwrites the configured model with the
+        Overrides a private LightningCLI method (``tests/test_lightning_contract.py`` fails if
+        Lightning renames it): Lightning's version silently overwrites the configured model with the
         checkpoint's hyper-parameters, so a resumed run would train another variant than the
         one configured without a word. Here ``fit`` keeps the configured model, and
         ``LitLM.on_load_checkpoint`` refuses a checkpoint that does not fit it; ``validate`` and

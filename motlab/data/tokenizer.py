@@ -18,7 +18,8 @@ TOKENIZER_HINT = (
 )
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
+    """Whether a tokenizer (or data) source names a file rather than a hub repository."""
     return name.endswith(".json") or os.sep in name or name.startswith((".", "~"))
 
 
@@ -39,7 +40,7 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
                 "Face `tokenizers` file such as GPT-2's tokenizer.json (truncated or another "
                 "format?)"
             ) from e
-    elif _looks_like_path(name_or_path) or os.path.isdir(os.path.expanduser(name_or_path)):
+    elif looks_like_path(name_or_path) or os.path.isdir(os.path.expanduser(name_or_path)):
         raise FileNotFoundError(f"--data.tokenizer: no tokenizer file at {path!r}")
     else:
         tok = _from_hub(name_or_path)

@@ -30,6 +30,9 @@ from torch import Tensor
 DEFAULT_WINDOWS = 512
 """Windows in the default pool: enough that the G - 1 = 31 rows of two requests rarely overlap."""
 
+FILLERS = ("c4", "random")
+"""Where filler rows come from: C4 training windows, or uniform random tokens."""
+
 
 def request_seed(kind: str, *token_lists: Sequence[int], salt: int = 0) -> int:
     """A 63-bit seed from a request's content: a SHA-256 of its token ids, ``kind`` and ``salt``.

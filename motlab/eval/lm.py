@@ -13,7 +13,6 @@ from the request's own tokens); generation uses :func:`motlab.generate`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,10 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from motlab.checkpoint import load_file, load_model, resolve_checkpoint
+from motlab.data.tokenizer import looks_like_path
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
+    FILLERS,
     FillerPool,
     c4_datamodule,
     pool_from_datamodule,
@@ -44,7 +45,6 @@ DEFAULT_BATCH_SIZE = 16
 """Requests per forward pass when the harness gives none (R · G rows for group size G)."""
 GEN_CHUNK = 32
 """Tokens generated between two checks for a stop string."""
-FILLERS = ("c4", "random")
 
 
 def _checkpoint_data_hparams(path: Path) -> dict[str, Any]:
@@ -61,8 +61,7 @@ def _usable(source: Any) -> bool:
     """A saved tokenizer/data source that still resolves here (a hub name or an existing path)."""
     if not source or not isinstance(source, str):
         return False
-    looks_like_path = source.endswith(".json") or os.sep in source or source.startswith((".", "~"))
-    return not looks_like_path or Path(source).expanduser().exists()
+    return not looks_like_path(source) or Path(source).expanduser().exists()
 
 
 def _requests_per_pass(batch_size: Any) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from motlab.eval.filler_pool import DEFAULT_WINDOWS
+from motlab.eval.filler_pool import DEFAULT_WINDOWS, FILLERS
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -90,9 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tokenizer.json path or hub name; default: the checkpoint's, else gpt2",
     )
-    p.add_argument(
-        "--filler", choices=("c4", "random"), default="c4", help="MoT filler rows (default c4)"
-    )
+    p.add_argument("--filler", choices=FILLERS, default="c4", help="MoT filler rows (default c4)")
     p.add_argument(
         "--filler-pool",
         type=int,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from sweep_helpers import last_ckpt, wait_for_file
 
 from motlab import load_model
 from motlab.analysis import read_run
@@ -24,10 +25,6 @@ from motlab.sweep.state import checkpoint_step
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 SWEEPS = CONF / "sweeps"
-
-
-def last_ckpt(run_dir: Path) -> Path:
-    return run_dir / "version_0" / "checkpoints" / "last.ckpt"
 
 
 def assert_one_finished_version(run_dir: Path, steps: int) -> None:
@@ -59,11 +56,7 @@ def launch_and_interrupt(
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 300
-            while not last_ckpt(run_dir).exists():
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"no checkpoint in {run_dir} within 300 s"
-                time.sleep(0.02)
+            wait_for_file(last_ckpt(run_dir), proc, log_path)
             time.sleep(0.25)
             os.killpg(proc.pid, signum)
         finally:

@@ -9,11 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from sweep_helpers import last_ckpt, wait_for_file
 
 from motlab import load_model
 from motlab.sweep.check import check_runs
@@ -26,10 +26,6 @@ pytest.importorskip("submitit")
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 SWEEPS = CONF / "sweeps"
-
-
-def last_ckpt(run_dir: Path) -> Path:
-    return run_dir / "version_0" / "checkpoints" / "last.ckpt"
 
 
 def test_time_limits_in_minutes():
@@ -110,11 +106,7 @@ def test_a_preempted_job_requeues_and_resumes(tmp_path, tiniest, motlab_env, twi
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 300
-            while not last_ckpt(save_dir / "twin=2").exists():
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, "no checkpoint of twin=2 within 300 s"
-                time.sleep(0.02)
+            wait_for_file(last_ckpt(save_dir / "twin=2"), proc, log_path)
             job = next(
                 line.split("job ")[1].split()[0]
                 for line in log_path.read_text().splitlines()
