@@ -26,6 +26,7 @@ from torch import Tensor
 
 from motlab.config import GPTConfig
 from motlab.model import GPT
+from motlab.rundir import find_resume_checkpoint
 
 WHAT = "a motlab checkpoint (`motlab fit`'s .ckpt or a motlab.save_model file)"
 
@@ -103,7 +104,7 @@ def resolve_checkpoint(path: str | Path, option: str | None = None) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         try:
-            return find_last_checkpoint(path)
+            return find_resume_checkpoint(path)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{option} {e}" if option else str(e)) from e
     return path
@@ -130,6 +131,12 @@ def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:
     prefix = "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     return SavedNet(Path(path), net, state, ckpt.get("global_step"))
+
+
+def trained_steps(path: str | Path) -> int:
+    """Optimiser steps a Lightning checkpoint holds (``global_step``), without reading its
+    tensors (they are memory-mapped, not loaded)."""
+    return int(load_file(path).get("global_step", 0))
 
 
 def read_net_config(path: str | Path, option: str | None = None) -> dict[str, Any] | None:
@@ -196,23 +203,6 @@ def check_weights_fit(saved: SavedNet, state: Mapping[str, Tensor], model: GPT) 
         if shapes:
             lines.append(f"  shape mismatches: {_short(shapes)}")
         raise ValueError("\n".join(lines))
-
-
-def find_last_checkpoint(root: Path) -> Path:
-    """The newest ``last.ckpt`` of an experiment: ``root`` may be an experiment directory
-    (``runs/mot``: its ``version_*/checkpoints/last.ckpt``), a version directory or a
-    checkpoint directory."""
-    candidates = [
-        *root.glob("version_*/checkpoints/last.ckpt"),
-        *root.glob("checkpoints/last.ckpt"),
-        *root.glob("last.ckpt"),
-    ]
-    if not candidates:
-        raise FileNotFoundError(
-            f"no last.ckpt in {root} (looked in version_*/checkpoints/, checkpoints/ and the "
-            "directory itself)"
-        )
-    return max(candidates, key=lambda c: c.stat().st_mtime)
 
 
 def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:

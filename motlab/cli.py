@@ -46,8 +46,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info
 
 from motlab.callbacks import ProgressBar, RunCheckpoint, RunSummary, SpeedMonitor
-from motlab.checkpoint import find_last_checkpoint, read_net_config
+from motlab.checkpoint import read_net_config
 from motlab.lit import LitLM
+from motlab.rundir import experiment_root, find_resume_checkpoint, logger_root, resumed_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -199,7 +200,7 @@ class MotCLI(LightningCLI):
         model = config.get("model")
         if model is not None and model.get("init_from") == "last":
             # This experiment's newest last.ckpt, as for --ckpt_path last.
-            model.init_from = str(experiment_last_checkpoint(config, "--model.init_from last"))
+            model.init_from = str(_experiment_last_checkpoint(config, "--model.init_from last"))
             rank_zero_info(f"--model.init_from last: {model.init_from}")
 
     def after_instantiate_classes(self) -> None:
@@ -226,7 +227,7 @@ class MotCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
         if ckpt_path == "last":
-            ckpt_path = str(experiment_last_checkpoint(config, "--ckpt_path last"))
+            ckpt_path = str(_experiment_last_checkpoint(config, "--ckpt_path last"))
             config.ckpt_path = ckpt_path
             rank_zero_info(f"--ckpt_path last: {ckpt_path}")
         path = Path(ckpt_path)
@@ -249,52 +250,53 @@ class MotCLI(LightningCLI):
                 rank_zero_info(f"{subcommand}: model.net {changed} taken from {ckpt_path}")
 
 
-def experiment_last_checkpoint(config: Namespace, option: str) -> Path:
-    """The newest ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's):
-    in ``checkpoint.dirpath`` if set, else under ``{logger save_dir}/{logger name}``."""
-    dirpath = config.get("checkpoint", Namespace()).get("dirpath")
-    root = Path(dirpath) if dirpath else _logger_root(config)
+class _ParserOnly(MotCLI):
+    """MotCLI that builds its parser and stops: nothing is parsed, seeded or instantiated."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # LightningCLI seeds the global RNG right after parsing unless seed_everything is False.
+        self.config = Namespace(seed_everything=False)
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def fit_parser() -> LightningArgumentParser:
+    """The parser ``motlab fit ARGS`` reads ARGS with (without the subcommand level): config
+    merging, unknown keys, value types, interpolation and argument links, exactly as ``fit``.
+
+    LightningCLI builds its parser only as the first step of a whole run (parse, seed, build
+    the model and data, fit); this builds the parser alone, for checking many runs' arguments
+    before any of them starts (``motlab sweep``). Errors raise instead of exiting.
+    """
+    return _ParserOnly(run=False, parser_kwargs={"exit_on_error": False}).parser
+
+
+def _experiment_last_checkpoint(config: Namespace, option: str) -> Path:
+    """The checkpoint ``--ckpt_path last`` (or ``--model.init_from last``) resumes: the newest
+    ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's namespace)."""
+    root = experiment_root(config)
     if root is None:
         raise ValueError(f"{option} needs checkpoint.dirpath, or a logger with save_dir and name")
     try:
-        return find_last_checkpoint(root)
+        return find_resume_checkpoint(root)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"{option}: {e}; start without it, or pass the path of a checkpoint"
         ) from e
 
 
-def _logger_root(config: Namespace) -> Path | None:
-    """``save_dir/name`` of the configured logger (Lightning's default logger if ``True``)."""
-    logger = config.trainer.get("logger")
-    default_root = Path(config.trainer.get("default_root_dir") or ".")
-    if logger is True or logger is None:
-        return default_root / "lightning_logs"
-    if isinstance(logger, list):
-        logger = logger[0] if logger else None
-    if not isinstance(logger, Namespace):
-        return None
-    init = logger.get("init_args", Namespace())
-    save_dir = init.get("save_dir")
-    if save_dir is None:
-        return None
-    name = init.get("name")
-    return Path(save_dir) / (name or "")
-
-
 def _continue_logging_in_version_of(config: Namespace, ckpt: Path) -> None:
     """Log a resumed run into the version directory its checkpoint lives in."""
-    version_dir = ckpt.parent.parent
-    if ckpt.parent.name != "checkpoints" or not version_dir.name.startswith("version_"):
-        return
+    version = resumed_version(ckpt, logger_root(config))
     logger = config.trainer.get("logger")
-    root = _logger_root(config)
-    if not isinstance(logger, Namespace) or root is None:
-        return
-    if root.resolve() != version_dir.parent.resolve():
+    if version is None or not isinstance(logger, Namespace):
         return
     if logger.init_args.get("version") is None:
-        logger.init_args.version = version_dir.name
+        logger.init_args.version = version
 
 
 def _without_ckpt_path(argv: Sequence[str]) -> list[str]:

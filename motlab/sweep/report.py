@@ -19,6 +19,7 @@ from typing import Any
 
 from motlab.analysis.runs import event_files, format_table, read_run
 from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
+from motlab.rundir import experiment_dir
 from motlab.sweep.spec import MANIFEST, SweepError
 
 SPEEDUP_KEYS = (
@@ -91,7 +92,7 @@ def build_report(
     save_dir = Path(save_dir)
     runs, missing = {}, []
     for spec in manifest["runs"]:
-        run_dir = save_dir / spec["name"]
+        run_dir = experiment_dir(save_dir, spec["name"])
         if not run_dir.is_dir() or not event_files(run_dir):
             missing.append(spec["name"])
             continue
