@@ -20,12 +20,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from motlab import metrics
 from motlab.checkpoint import (
     check_weights_fit,
     config_to_dict,
     net_config_mismatch,
     read_saved_net,
 )
+from motlab.clock import StepClock
 from motlab.config import GPTConfig
 from motlab.layers import Aux
 from motlab.model import GPT
@@ -171,7 +173,7 @@ class LitLM(pl.LightningModule):
         optimizer, scheduler = build_optimizer(self.net, self.optim_config, total)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": metrics.LR},
         }
 
     # ------------------------------------------------------------------------------- the steps
@@ -203,10 +205,10 @@ class LitLM(pl.LightningModule):
         """
         reduce = self.trainer.strategy.reduce  # all-reduces in place: give it copies
         ce_mean = reduce(ce.detach().clone(), reduce_op="mean")
-        self.log("train/loss", ce_mean)  # shown by motlab's ProgressBar, read at logging steps
-        self.log("train/ppl", ce_mean.exp())
+        self.log(metrics.TRAIN_LOSS, ce_mean)  # shown by motlab's ProgressBar at logging steps
+        self.log(metrics.TRAIN_PPL, ce_mean.exp())
         if aux.losses:
-            self.log("train/aux_loss", reduce(aux_loss.detach().clone(), reduce_op="mean"))
+            self.log(metrics.TRAIN_AUX_LOSS, reduce(aux_loss.detach().clone(), reduce_op="mean"))
         self._log_routing(aux)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -247,11 +249,11 @@ class LitLM(pl.LightningModule):
         loss = metric.compute()  # token-weighted mean over all batches and ranks
         metric.reset()
         if plain:
-            self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True)
-            self.log(f"{split}/ppl", loss.exp(), sync_dist=True)
+            self.log(metrics.eval_loss(split), loss, prog_bar=split == "val", sync_dist=True)
+            self.log(metrics.eval_ppl(split), loss.exp(), sync_dist=True)
         if mode is not None and mode != "dense":
-            self.log(f"{split}/{mode}/loss", loss, sync_dist=True)
-            self.log(f"{split}/{mode}/ppl", loss.exp(), sync_dist=True)
+            self.log(metrics.eval_loss(split, mode), loss, sync_dist=True)
+            self.log(metrics.eval_ppl(split, mode), loss.exp(), sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the global gradient norm, before clipping (Lightning clips after this hook)."""
@@ -264,7 +266,7 @@ class LitLM(pl.LightningModule):
         sq = sq.pow(2).sum()
         if _is_sharded(self.trainer.strategy):  # each rank holds a disjoint shard of the grads
             sq = self.trainer.strategy.reduce(sq, reduce_op="sum")
-        self.log("train/grad_norm", sq.sqrt())
+        self.log(metrics.GRAD_NORM, sq.sqrt())
 
     # ------------------------------------------------------------------------ routing stats
 
@@ -274,9 +276,7 @@ class LitLM(pl.LightningModule):
             trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer (a step called by hand)
             return False
-        if trainer.log_every_n_steps <= 0:
-            return False
-        return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+        return StepClock(trainer).logging_now()
 
     def _log_routing(self, aux: Aux) -> None:
         """Per-block routing statistics and weighted aux losses, averaged over ranks.
@@ -293,7 +293,7 @@ class LitLM(pl.LightningModule):
         sizes = [t.numel() for t in flat]
         reduced = self.trainer.strategy.reduce(torch.cat(flat), reduce_op="mean")
         for name, part in zip(names, reduced.split(sizes), strict=True):
-            tag = f"routing/{name}"
+            tag = metrics.routing(name)
             if values[name].ndim == 0:
                 self.log(tag, part[0])
             else:

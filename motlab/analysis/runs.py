@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from motlab.metrics import TOKENS_SEEN
 from motlab.rundir import (
     HPARAMS,
     RUN_CONFIG,
@@ -45,7 +46,7 @@ from motlab.rundir import (
 
 EVENT_GLOB = "events.out.tfevents.*"
 
-TOKENS_TAGS = ("perf/tokens_seen", "train/tokens_seen", "train/tokens", "tokens")
+TOKENS_TAGS = (TOKENS_SEEN, "train/tokens_seen", "train/tokens", "tokens")
 """Scalar tags read as the number of training tokens seen at a step, when one is logged."""
 
 CONFIG_FILES = (RUN_CONFIG, HPARAMS)

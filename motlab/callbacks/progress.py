@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from motlab.callbacks.summary import si
+from motlab.clock import StepClock
+from motlab.metrics import TOKENS_PER_SEC, TRAIN_LOSS, VAL_LOSS
 
 
 class Reading:
@@ -42,9 +44,9 @@ class ProgressBar(TQDMProgressBar):
     the first second. Here the resumed batches are the bar's ``initial``.
     """
 
-    SHOWN = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s"}
+    SHOWN = {TRAIN_LOSS: "loss", TOKENS_PER_SEC: "tok/s"}
     """Metrics logged without ``prog_bar`` that the bar shows, and their labels."""
-    RENAME = {"val/loss": "val_loss"}
+    RENAME = {VAL_LOSS: "val_loss"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,9 +85,8 @@ class ProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        n = trainer.log_every_n_steps
         step = trainer.global_step
-        if trainer.training and n > 0 and step % n == 0 and step != self._read_at_step:
+        if trainer.training and StepClock(trainer).is_log_step(step) and step != self._read_at_step:
             self._read_at_step = step  # just logged, and not read yet
             logged = trainer.callback_metrics
             for key, label in self.SHOWN.items():

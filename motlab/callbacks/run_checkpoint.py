@@ -13,6 +13,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from motlab.clock import StepClock
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """Ctrl-C, and what SLURM (and most schedulers) send before they kill or requeue a job."""
 
@@ -91,7 +93,8 @@ class RunCheckpoint(ModelCheckpoint):
         batch_idx: int,
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        clock = StepClock(trainer)
+        if not clock.step_finished(batch_idx):
             return  # mid-step: its gradients are not applied yet
         requested = self._stop_requested is not None
         if trainer.world_size > 1:  # every rank stops after the same step
@@ -99,8 +102,7 @@ class RunCheckpoint(ModelCheckpoint):
         if requested:
             self.stopped_by = self._stop_requested or signal.SIGTERM
             trainer.should_stop = True
-        final = 0 < trainer.max_steps <= trainer.global_step
-        if requested or final:
+        if requested or clock.is_final():
             # Saved here, where Lightning's own step checkpoints are saved: a checkpoint written
             # later (at the end of training) makes a resumed run log every step one step late.
             self._save_last(trainer)
