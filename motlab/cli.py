@@ -11,6 +11,8 @@ This is the only place where YAML and command-line flags become objects. Top-lev
 * ``trainer`` — :class:`lightning.pytorch.Trainer`;
 * ``checkpoint`` — :class:`~motlab.callbacks.RunCheckpoint` (a ModelCheckpoint: every N steps +
   ``last.ckpt``); ``speed`` — :class:`~motlab.callbacks.SpeedMonitor` (``peak_flops`` for MFU);
+  :class:`~motlab.callbacks.StopOnSignal` (Ctrl-C and SIGTERM stop at a step boundary) is always
+  on, and :attr:`MotCLI.exit_status` says how the run ended;
 * ``seed_everything``; ``float32_matmul_precision`` (``torch.set_float32_matmul_precision`` on a
   machine with CUDA: ``high`` lets float32 matmuls use TF32 tensor cores — under bf16-mixed those
   are only the routers'); and per subcommand ``ckpt_path``.
@@ -45,7 +47,14 @@ from lightning.pytorch.callbacks import ProgressBar as BaseProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from motlab.callbacks import ProgressBar, RunCheckpoint, RunSummary, SpeedMonitor
+from motlab.callbacks import (
+    ProgressBar,
+    RunCheckpoint,
+    RunSummary,
+    SpeedMonitor,
+    StopOnSignal,
+    StopResult,
+)
 from motlab.checkpoint import read_net_config
 from motlab.lit import LitLM
 from motlab.rundir import experiment_root, find_resume_checkpoint, logger_root, resumed_version
@@ -113,6 +122,8 @@ class MotCLI(LightningCLI):
         argv = sys.argv[1:] if argv is None else argv
         self.argv: list[str] | None = list(argv) if isinstance(argv, (list, tuple)) else None
         """The command line (for the resume command printed when a run is stopped)."""
+        self.stop: StopOnSignal | None = None
+        """The trainer's Ctrl-C/SIGTERM handling, added by :meth:`instantiate_trainer`."""
         if not args:
             kwargs.setdefault("model_class", LitLM)
             kwargs.setdefault("datamodule_class", _data_module_class())
@@ -160,7 +171,8 @@ class MotCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with :class:`ProgressBar` unless the bar is off or one is configured,
-        and motlab's :class:`RunSummary` in place of Lightning's model summary."""
+        motlab's :class:`RunSummary` in place of Lightning's model summary, and
+        :class:`StopOnSignal` (told this command line, for the resume command it prints)."""
         init = self.config_init[self.subcommand] if self.subcommand else self.config_init
         config = init.get("trainer") or {}
         if "callbacks" not in kwargs:
@@ -173,13 +185,13 @@ class MotCLI(LightningCLI):
             if config.get("enable_model_summary") is not False:
                 callbacks.append(RunSummary())
                 kwargs["enable_model_summary"] = False  # its table would print "FLOPs 0"
+            command = None if self.argv is None else ["motlab", *_without_ckpt_path(self.argv)]
+            self.stop = next((cb for cb in callbacks if isinstance(cb, StopOnSignal)), None)
+            if self.stop is None:
+                self.stop = StopOnSignal(command)
+                callbacks.append(self.stop)
             kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
-        if self.argv is not None:
-            resume_argv = ["motlab", *_without_ckpt_path(self.argv)]
-            for cb in trainer.callbacks:
-                if isinstance(cb, RunCheckpoint):
-                    cb.resume_argv = resume_argv
         if not trainer.loggers:  # --trainer.logger false: nothing to monitor the LR into
             trainer.callbacks = [
                 cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
@@ -206,6 +218,18 @@ class MotCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         if self.subcommand is not None and self.datamodule is not None:
             self.model.check_batch_size(getattr(self.datamodule, "batch_size", None))
+
+    @property
+    def stop_result(self) -> StopResult | None:
+        """How the run ended when Ctrl-C or SIGTERM stopped it (signal, step, checkpoint and the
+        command that resumes it); None when no signal stopped it."""
+        return self.stop.result if self.stop is not None else None
+
+    @property
+    def exit_status(self) -> int:
+        """What ``motlab`` exits with: 0, or 130 / 143 for a run stopped by Ctrl-C / SIGTERM."""
+        result = self.stop_result
+        return result.exit_status if result is not None else 0
 
     # ------------------------------------------------------------------------- --ckpt_path
 
@@ -385,10 +409,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(_error_block(cause), file=sys.stderr)
         sys.exit(2)
-    trainer = getattr(cli, "trainer", None)
-    for cb in trainer.callbacks if trainer is not None else []:
-        if isinstance(cb, RunCheckpoint) and cb.stopped_by is not None:
-            sys.exit(128 + cb.stopped_by)  # the shell's code for "ended by this signal"
+    if cli.exit_status:
+        sys.exit(cli.exit_status)
 
 
 if __name__ == "__main__":
