@@ -31,17 +31,19 @@ from motlab.clock import StepClock
 from motlab.config import GPTConfig
 from motlab.layers import Aux
 from motlab.model import GPT
+from motlab.modes import available_modes, evaluating_in, routing_mode
 from motlab.optim import OptimConfig, build_optimizer
 from motlab.transition import (
     TransitionConfig,
     check_switch,
-    discrete_mot,
     init_state,
     prepare_for_resume,
-    routing_mode,
     switch_due,
     switch_in_place,
 )
+
+DISCRETE = "discrete"
+"""The evaluation mode ``model.discrete_eval`` validates in (MoT: argmax routing)."""
 
 
 class LitLM(pl.LightningModule):
@@ -60,8 +62,9 @@ class LitLM(pl.LightningModule):
         compile: ``torch.compile`` the model's forward pass together with the loss.
         transition: The in-run MoT → token-choice switch (``switch_at`` and the token-choice
             routing); off unless ``switch_at`` is set.
-        discrete_eval: Also validate MoT with argmax routing (the τ → 0 diagnostic), logged as
-            ``val/mot_discrete/loss``.
+        discrete_eval: Also validate in the routed layers' ``discrete`` evaluation mode, where
+            they declare one (MoT: argmax routing, the τ → 0 diagnostic), logged as
+            ``val/{variant}_discrete/loss`` (``val/mot_discrete/loss``).
     """
 
     def __init__(
@@ -223,16 +226,22 @@ class LitLM(pl.LightningModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self.loss_fn(batch)
         self.val_loss.update(ce, weight=batch[:, 1:].numel())
-        if self.discrete_eval and routing_mode(self.net) == "mot":
-            with discrete_mot(self.net):  # eager: a rare diagnostic, not worth a recompile
+        if self._validates_discrete():
+            with evaluating_in(self.net, DISCRETE):  # eager: a diagnostic, not worth a recompile
                 ce, _ = self._cross_entropy(batch)
             self.val_discrete_loss.update(ce, weight=batch[:, 1:].numel())
 
     def on_validation_epoch_end(self) -> None:
         mode = routing_mode(self.net)
         self._log_eval("val", self.val_loss, mode=mode)
-        if self.discrete_eval and mode == "mot":
-            self._log_eval("val", self.val_discrete_loss, mode="mot_discrete", plain=False)
+        if self._validates_discrete():
+            discrete = f"{mode}_{DISCRETE}"
+            self._log_eval("val", self.val_discrete_loss, mode=discrete, plain=False)
+
+    def _validates_discrete(self) -> bool:
+        """``model.discrete_eval``, and the routed layers declare a ``discrete`` mode that they
+        do not run in already."""
+        return self.discrete_eval and DISCRETE in available_modes(self.net)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self.loss_fn(batch)
