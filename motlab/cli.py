@@ -55,7 +55,8 @@ from motlab.callbacks import (
     StopOnSignal,
     StopResult,
 )
-from motlab.checkpoint import read_net_config
+from motlab.checkpoint import config_to_dict, read_net_config
+from motlab.config import GPTConfig
 from motlab.lit import LitLM
 from motlab.rundir import experiment_root, find_resume_checkpoint, logger_root, resumed_version
 
@@ -264,8 +265,8 @@ class MotCLI(LightningCLI):
             _continue_logging_in_version_of(config, path)
         elif saved is not None:
             changed = []
-            for key, value in saved.items():
-                if key in LATE_BOUND_NET_KEYS or key.startswith("_"):
+            for key, value in config_to_dict(GPTConfig.from_dict(saved)).items():
+                if key in LATE_BOUND_NET_KEYS:
                     continue
                 if _namespace_to_dict(config.model.net).get(key) != value:
                     changed.append(key)

@@ -24,8 +24,11 @@ from motlab import metrics
 from motlab.checkpoint import (
     check_weights_fit,
     config_to_dict,
+    hyperparameters_of,
     net_config_mismatch,
+    net_config_of,
     read_saved_net,
+    store_net_config,
 )
 from motlab.clock import StepClock
 from motlab.config import GPTConfig
@@ -77,7 +80,7 @@ class LitLM(pl.LightningModule):
         discrete_eval: bool = False,
     ) -> None:
         super().__init__()
-        net = net if isinstance(net, GPTConfig) else GPTConfig(**net)  # from hyper-parameters
+        net = net if isinstance(net, GPTConfig) else GPTConfig.from_dict(net)  # hyper-parameters
         optim = _as(OptimConfig, optim)
         transition = _as(TransitionConfig, transition)
         # Plain dicts, so that checkpoints load without motlab's classes (motlab.load_model reads
@@ -314,17 +317,16 @@ class LitLM(pl.LightningModule):
     # ---------------------------------------------------------------------------- checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The net as it is now (it may differ from the hyper-parameters after an in-run switch).
-        checkpoint["net_config"] = config_to_dict(self.net.cfg)
+        store_net_config(checkpoint, self.net.cfg)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Before Lightning loads the weights: redo the in-run switch if the checkpoint was saved
         after it, then refuse a checkpoint of another model."""
-        saved = checkpoint.get("net_config") or checkpoint.get("hyper_parameters", {}).get("net")
+        saved = net_config_of(checkpoint)
         if saved is not None:
             prepare_for_resume(self.net, self.transition, saved)
             self.check_resume_config(saved)
-        saved_optim = checkpoint.get("hyper_parameters", {}).get("optim")
+        saved_optim = hyperparameters_of(checkpoint).get("optim")
         current_optim = dataclasses.asdict(self.optim_config)
         if saved_optim is not None and _normalise(saved_optim) != _normalise(current_optim):
             diff = sorted(k for k in current_optim if saved_optim.get(k) != current_optim[k])

@@ -132,7 +132,7 @@ def init_state(cfg: GPTConfig, saved: SavedNet) -> dict[str, Tensor]:
     temperature — after checking that ``cfg`` is that MoT model with token-choice routing."""
     if saved.variant != "mot" or cfg.ffn.variant != "token_choice":
         return saved.state
-    mot_cfg = GPTConfig(**{k: v for k, v in saved.config.items() if not k.startswith("_")})
+    mot_cfg = GPTConfig.from_dict(saved.config)
     routing = {k: getattr(cfg.ffn, k) for k in ROUTING_KEYS}
     expected = convert_config(mot_cfg, routing)  # d_expert pinned to the MoT's size
     assert cfg.d_ff is not None and isinstance(cfg.ffn, TokenChoiceConfig)

@@ -13,7 +13,6 @@ from the request's own tokens); generation uses :func:`motlab.generate`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_file, load_model, resolve_checkpoint
+from motlab.checkpoint import load_model, read_data_config, resolve_checkpoint
 from motlab.data.tokenizer import looks_like_path
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
@@ -45,16 +44,6 @@ DEFAULT_BATCH_SIZE = 16
 """Requests per forward pass when the harness gives none (R · G rows for group size G)."""
 GEN_CHUNK = 32
 """Tokens generated between two checks for a stop string."""
-
-
-def _checkpoint_data_hparams(path: Path) -> dict[str, Any]:
-    """The data module's saved hyper-parameters in a Lightning checkpoint (tokenizer, path)."""
-    try:
-        ckpt = load_file(path)
-    except (ValueError, FileNotFoundError):  # reading the model names the problem
-        return {}
-    hp = ckpt.get("datamodule_hyper_parameters")
-    return dict(hp) if isinstance(hp, Mapping) else {}
 
 
 def _usable(source: Any) -> bool:
@@ -149,7 +138,7 @@ class MotlabLM(TemplateLM):
                 f"filler_pool={filler_pool} windows cannot fill the {self.group_size - 1} other "
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
-        saved = _checkpoint_data_hparams(path)
+        saved = read_data_config(path)
         self.tokenizer_source = str(
             tokenizer or (saved.get("tokenizer") if _usable(saved.get("tokenizer")) else "gpt2")
         )
