@@ -1,6 +1,7 @@
 """The ``motlab`` command: LightningCLI over :class:`LitLM` and :class:`C4DataModule`.
 
-This is the only place where YAML and command-line flags become objects. Top-level keys:
+This is where YAML and command-line flags become a run's objects; ``motlab sweep`` checks its
+runs with the same parser (:func:`fit_parser`). Top-level keys:
 
 * ``model`` — :class:`~motlab.lit.LitLM`: ``net`` (:class:`~motlab.config.GPTConfig`),
   ``optim`` (:class:`~motlab.optim.OptimConfig`), ``init_from``, ``compile``, ``transition``

@@ -32,7 +32,7 @@ from motlab.checkpoint import (
 )
 from motlab.clock import StepClock
 from motlab.config import GPTConfig
-from motlab.layers import Aux
+from motlab.layers import Aux, check_group_multiple
 from motlab.model import GPT
 from motlab.modes import available_modes, evaluating_in, routing_mode
 from motlab.optim import OptimConfig, build_optimizer
@@ -116,16 +116,9 @@ class LitLM(pl.LightningModule):
 
     def check_batch_size(self, batch_size: int | None) -> None:
         """Raise if the per-device batch cannot be cut into whole MoT / expert-choice groups."""
-        group = self.net.cfg.group_size
-        if batch_size is not None and batch_size % group:
-            variant = self.net.cfg.ffn.variant
-            raise ValueError(
-                f"data.batch_size={batch_size} (per device) is not a multiple of "
-                f"model.net.ffn.group_size={group}: {variant} groups the batch into groups of "
-                f"{group} examples on every device. Use a per-device batch that is a multiple "
-                f"of {group} (e.g. {max(group, batch_size // group * group)}), or change the "
-                "group size."
-            )
+        if batch_size is not None:
+            cfg = self.net.cfg
+            check_group_multiple(batch_size, cfg.group_size, cfg.ffn.variant, "data.batch_size")
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

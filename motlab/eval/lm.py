@@ -12,6 +12,7 @@ from the request's own tokens); generation uses :func:`motlab.generate`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,16 @@ from motlab.eval.filler_pool import (
     random_filler_pool,
     request_seed,
 )
-from motlab.eval.scoring import ScoreRequest, real_rows_only, score_requests
+from motlab.eval.scoring import (
+    DEFAULT_BATCH_SIZE,
+    ScoreRequest,
+    real_rows_only,
+    score_requests,
+)
 from motlab.generate import generate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 16
-"""Requests per forward pass when the harness gives none (R · G rows for group size G)."""
 GEN_CHUNK = 32
 """Tokens generated between two checks for a stop string."""
 
@@ -114,9 +118,10 @@ class MotlabLM(TemplateLM):
     ) -> None:
         super().__init__()
         if unknown:
+            valid = list(inspect.signature(MotlabLM.__init__).parameters)[1:-1]
             raise ValueError(
-                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; valid: "
-                "checkpoint, tokenizer, data, filler, filler_pool, seed, device, eot_token"
+                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(valid)}"
             )
         if checkpoint is None:
             raise ValueError("the motlab backend needs a checkpoint: --model_args checkpoint=PATH")

@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts
-from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
+from motlab.layers.registry import (
+    FFNConfig,
+    FFNLayer,
+    LayerCost,
+    check_group_multiple,
+    register_variant,
+)
 
 
 @dataclass
@@ -106,12 +112,8 @@ class MoT(FFNLayer):
         """
         B, T, D = x_BTD.shape
         G = self.group_size
-        if B % G:
-            raise ValueError(
-                f"MoT groups the batch in groups of group_size={G}, but got a batch of {B}: "
-                f"use a batch size that is a multiple of {G} (data.batch_size), or pad the batch "
-                "with filler sequences (motlab.generate does this)"
-            )
+        hint = ", or fill the batch up with filler rows (motlab.generate does)"
+        check_group_multiple(B, G, "MoT", hint=hint)
         return x_BTD.transpose(0, 1).reshape(T * (B // G), G, D)
 
     def merge_weights(self, x_RGD: Tensor) -> tuple[Tensor, Tensor]:

@@ -181,6 +181,27 @@ def register_variant(name: str, config_cls: type, layer_cls: type) -> None:
     FFN_REGISTRY[name] = Variant(config_cls, layer_cls)
 
 
+def check_group_multiple(
+    batch_size: int, group_size: int, variant: str, name: str | None = None, hint: str = ""
+) -> None:
+    """Raise unless ``batch_size`` rows make whole groups of ``group_size`` examples, the rows
+    a MoT or expert-choice layer mixes or picks among at one position.
+
+    ``name`` is the config key the batch size comes from (``data.batch_size``), None for a
+    batch handed to a layer; ``hint`` is said last (another way out, e.g. filler rows).
+    """
+    if batch_size % group_size == 0:
+        return
+    batch = f"{name}={batch_size} (per device)" if name else f"a batch of {batch_size} rows"
+    example = max(group_size, batch_size // group_size * group_size)
+    raise ValueError(
+        f"{batch} is not a multiple of model.net.ffn.group_size={group_size}: {variant} groups "
+        f"the batch into groups of {group_size} examples on every device. Use a per-device "
+        f"batch that is a multiple of {group_size} (e.g. {example}), or change the group "
+        f"size{hint}."
+    )
+
+
 def _variant(name: str) -> Variant:
     if name not in FFN_REGISTRY:
         raise ValueError(
