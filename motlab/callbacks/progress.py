@@ -36,7 +36,11 @@ class ProgressBar(TQDMProgressBar):
     The training values are read from the logged metrics once per logging step (not again for
     each accumulated micro-batch after it), and shown until the next one. Lightning would
     otherwise turn every progress-bar tensor into a Python number after every batch, a
-    host-device sync per step that stalls the GPU's queue.
+    host-device sync per step that stalls the GPU's queue. They are read when the logging step
+    is over — when the next batch starts, or training ends — so that every callback has logged
+    its part: at the end of the step itself, a callback after the bar in the trainer's list
+    (:class:`~motlab.callbacks.SpeedMonitor`, as ``motlab fit`` orders them) would not have
+    logged its tokens/s yet, and the bar showed the previous logging step's.
 
     The bar counts the run's batches out of ``max_steps`` × accumulation, also after a resume:
     Lightning sizes it by the *remaining* steps while counting from the resumed batch, which
@@ -82,17 +86,36 @@ class ProgressBar(TQDMProgressBar):
             bar.initial = bar.n = bar.last_print_n = batch_idx
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        self._read_logged(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._read_logged(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._read_logged(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def _read_logged(self, trainer: pl.Trainer) -> None:
+        """Take the shown values from the metrics logged at the last optimiser step, if it was
+        a logging step not read yet (one read per logging step)."""
+        step = trainer.global_step
+        if step == self._read_at_step or not StepClock(trainer).is_log_step(step):
+            return
+        self._read_at_step = step
+        logged = trainer.callback_metrics
+        for key, label in self.SHOWN.items():
+            if key in logged:
+                value = float(logged[key])
+                self._shown[label] = Reading(value) if label == "tok/s" else value
+
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        step = trainer.global_step
-        if trainer.training and StepClock(trainer).is_log_step(step) and step != self._read_at_step:
-            self._read_at_step = step  # just logged, and not read yet
-            logged = trainer.callback_metrics
-            for key, label in self.SHOWN.items():
-                if key in logged:
-                    value = float(logged[key])
-                    self._shown[label] = Reading(value) if label == "tok/s" else value
         out = dict(self._shown)
         for key, value in metrics.items():
             out[self.RENAME.get(key, key)] = value
