@@ -48,7 +48,7 @@ def tokenizer_path() -> Path:
 @pytest.fixture(scope="session")
 def tbruns() -> ModuleType:
     """``tests/fixtures/tbruns.py``: synthetic TensorBoard runs with known answers (imported by
-    name, as every helper in ``tests/fixtures``, which pytest puts on the path)."""
+    name, as every module in ``tests/fixtures``, which pytest puts on the path)."""
     return importlib.import_module("tbruns")
 
 
