@@ -1,0 +1,143 @@
+"""Writing checkpoints (motlab.checkpoint_io) and telling an intact one from a damaged one
+(motlab.checkpoint.check_intact, newest_intact_checkpoint)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from full_disk import fill_after, small_filesystem
+
+from motlab.atomic import partials
+from motlab.checkpoint import check_intact, newest_intact_checkpoint
+from motlab.checkpoint_io import (
+    CheckpointWriteError,
+    DurableCheckpointIO,
+    checkpoint_nbytes,
+    format_bytes,
+)
+
+
+def _checkpoint(step: int, numel: int = 100_000) -> dict:
+    weight = torch.full((numel,), float(step))
+    return {"state_dict": {"net.w": weight, "net.tied": weight}, "global_step": step}
+
+
+def test_a_checkpoint_is_saved_whole_and_loads(tmp_path: Path) -> None:
+    io = DurableCheckpointIO()
+    path = tmp_path / "checkpoints/last.ckpt"
+    io.save_checkpoint(_checkpoint(3), path)
+    assert io.load_checkpoint(path)["global_step"] == 3
+    check_intact(path)
+    assert partials(path.parent) == []
+    # Its size is what checkpoint_nbytes says (the shared storage once) plus the zip's overhead.
+    assert 0 < path.stat().st_size - checkpoint_nbytes(_checkpoint(3)) < 4096
+
+
+def test_saving_does_not_need_the_temporary_directory(tmp_path, monkeypatch) -> None:
+    """Lightning's own saver writes the whole file into TMPDIR first; a small or unusable
+    TMPDIR (here: one that does not exist) must not matter."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    DurableCheckpointIO().save_checkpoint(_checkpoint(1), tmp_path / "a.ckpt")
+    check_intact(tmp_path / "a.ckpt")
+
+
+def _assert_full_disk_error(error: CheckpointWriteError, directory: Path, intact: Path) -> None:
+    message = str(error)
+    assert error.errno == errno.ENOSPC
+    assert f"could not save the checkpoint {directory / 'last.ckpt'}" in message
+    free = re.search(rf"{re.escape(str(directory))} has (.+?) free", message)
+    assert free, message
+    size = format_bytes(checkpoint_nbytes(_checkpoint(2)))
+    assert f"this checkpoint needs about {size}" in message
+    assert f"the newest intact checkpoint is {intact} (step 1, checked to load)" in message
+    assert "--ckpt_path last" in message
+
+
+def test_a_full_disk_keeps_every_earlier_checkpoint(tmp_path, monkeypatch) -> None:
+    """ENOSPC mid-write: the error names the directory, its free space, the checkpoint's size
+    and the newest intact checkpoint; last.ckpt is the earlier one, byte for byte."""
+    io = DurableCheckpointIO()
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint(_checkpoint(1), last)
+    before = last.read_bytes()
+    fill_after(monkeypatch, room=100_000)
+    with pytest.raises(CheckpointWriteError) as raised:
+        io.save_checkpoint(_checkpoint(2), last)
+    _assert_full_disk_error(raised.value, tmp_path, last)
+    assert last.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_full_filesystem_keeps_every_earlier_checkpoint(tmp_path: Path) -> None:
+    """The same on a real filesystem that fills up (a size-limited tmpfs, where mounting is
+    allowed): room for one checkpoint, not for its replacement beside it."""
+    size = checkpoint_nbytes(_checkpoint(1))
+    with small_filesystem(tmp_path / "disk", size + size // 2) as disk:
+        io = DurableCheckpointIO()
+        last = disk / "last.ckpt"
+        io.save_checkpoint(_checkpoint(1), last)
+        before = last.read_bytes()
+        with pytest.raises(CheckpointWriteError) as raised:
+            io.save_checkpoint(_checkpoint(2), last)
+        _assert_full_disk_error(raised.value, disk, last)
+        assert last.read_bytes() == before
+        assert sorted(p.name for p in disk.iterdir()) == ["last.ckpt"]
+
+
+def test_what_a_killed_save_left_is_cleared_before_the_first_save(tmp_path: Path) -> None:
+    left = tmp_path / ".last.ckpt.99-00ff00ff.partial"
+    left.write_bytes(b"half a checkpoint")
+    io = DurableCheckpointIO()
+    io.save_checkpoint(_checkpoint(1), tmp_path / "step=1.ckpt")
+    assert not left.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["step=1.ckpt"]
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":  # bytes of the tensor data changed after the write (torch.load
+        middle = len(data) // 2  # alone does not notice)
+        data[middle : middle + 64] = bytes(64)
+        path.write_bytes(data)
+    elif how == "not_a_checkpoint":
+        path.write_text("not a checkpoint")
+    elif how == "empty":
+        path.write_bytes(b"")
+    os.utime(path)  # still the newest
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "not_a_checkpoint", "empty"])
+def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_chosen(
+    tmp_path: Path, how: str
+) -> None:
+    io = DurableCheckpointIO()
+    ckpts = tmp_path / "version_0/checkpoints"
+    io.save_checkpoint(_checkpoint(2), ckpts / "step=0000002.ckpt")
+    io.save_checkpoint(_checkpoint(4), ckpts / "step=0000004.ckpt")
+    io.save_checkpoint(_checkpoint(5), ckpts / "last.ckpt")
+    _damage(ckpts / "last.ckpt", how)
+    with pytest.raises(ValueError, match=re.escape(str(ckpts / "last.ckpt"))):
+        check_intact(ckpts / "last.ckpt")
+    found = newest_intact_checkpoint(tmp_path)
+    assert found.path == ckpts / "step=0000004.ckpt"
+    assert [p for p, _ in found.damaged] == [ckpts / "last.ckpt"]
+    report = found.report()
+    assert str(ckpts / "last.ckpt") in report[0]
+    assert report[-1].endswith(f"instead: {ckpts / 'step=0000004.ckpt'}")
+
+
+def test_no_intact_checkpoint_is_an_error_naming_every_file(tmp_path: Path) -> None:
+    assert newest_intact_checkpoint(tmp_path) is None  # nothing at all: nothing to resume
+    for name in ("last.ckpt", "step=0000002.ckpt"):
+        (tmp_path / name).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no checkpoint in .* is intact") as raised:
+        newest_intact_checkpoint(tmp_path)
+    assert "last.ckpt" in str(raised.value) and "step=0000002.ckpt" in str(raised.value)
