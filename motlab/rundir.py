@@ -172,6 +172,17 @@ def no_checkpoint_message(root: str | Path) -> str:
     )
 
 
+def experiment_checkpoint_dirs(dirpath: str | Path) -> list[Path]:
+    """The checkpoint directories of the experiment that the checkpoint directory ``dirpath``
+    belongs to (``ROOT/version_*/checkpoints`` for ``ROOT/version_N/checkpoints``), ``dirpath``
+    itself included; just ``dirpath`` when it is not in that layout (``checkpoint.dirpath``)."""
+    dirpath = Path(dirpath)
+    if dirpath.name != CHECKPOINT_DIR or not is_version_dir(dirpath.parent):
+        return [dirpath]
+    others = dirpath.parent.parent.glob(f"{VERSION_PREFIX}*/{CHECKPOINT_DIR}")
+    return [dirpath, *sorted(d for d in others if d != dirpath)]
+
+
 def resumed_version(checkpoint: str | Path, logger_root: Path | None) -> str | None:
     """The version directory a run resumed from ``checkpoint`` logs into: the one the checkpoint
     lives in (``ROOT/version_N/checkpoints/...``) when that is a version of the logger's

@@ -4,13 +4,17 @@ and nothing goes through the system temporary directory."""
 from __future__ import annotations
 
 import errno
+import os
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from full_disk import fill_after
 
-from motlab.atomic import atomic_write, is_partial, partials, remove_partials
+from motlab.atomic import atomic_write, is_abandoned, is_partial, partials, remove_partials
 from motlab.rundir import checkpoint_files, resume_candidates
 
 
@@ -29,8 +33,6 @@ def test_a_write_replaces_the_file_whole(tmp_path: Path) -> None:
 
 
 def _umask() -> int:
-    import os
-
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -78,3 +80,22 @@ def test_what_a_killed_writer_left_is_never_a_checkpoint(tmp_path: Path) -> None
     assert resume_candidates(tmp_path) == [ckpts / "step=0000002.ckpt"]
     assert remove_partials(ckpts) == [left]
     assert not left.exists() and (ckpts / "step=0000002.ckpt").exists()
+
+
+def test_a_partial_file_is_abandoned_only_when_its_writer_is_gone(tmp_path: Path) -> None:
+    """What a killed process of this host left may be removed anywhere; what a running process
+    or another host writes is left alone."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    dead = tmp_path / f".last.ckpt~{host}~{gone.pid}~00ff00ff.partial"
+    alive = tmp_path / f".last.ckpt~{host}~{os.getpid()}~00ff00ff.partial"
+    elsewhere = tmp_path / f".last.ckpt~other-{host}~{gone.pid}~00ff00ff.partial"
+    for path in (dead, alive, elsewhere):
+        path.write_bytes(b"half")
+    assert [is_abandoned(p) for p in (dead, alive, elsewhere)] == [True, False, False]
+    assert remove_partials(tmp_path, abandoned_only=True) == [dead]
+    assert sorted(partials(tmp_path)) == sorted([alive, elsewhere])
+    with atomic_write(tmp_path / "last.ckpt"):  # this process's own name
+        (mine,) = set(partials(tmp_path)) - {alive, elsewhere}
+        assert not is_abandoned(mine) and f"~{host}~{os.getpid()}~" in mine.name

@@ -9,11 +9,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from motlab.atomic import remove_partials
 from motlab.checkpoint_io import DurableCheckpointIO, format_bytes
-from motlab.rundir import checkpoint_files
+from motlab.rundir import checkpoint_files, experiment_checkpoint_dirs
 
 OPTIMIZER_SLOTS = {
     torch.optim.SGD: 1,  # momentum buffer (none without momentum)
@@ -26,7 +26,8 @@ AdamW and most others: two moments; AMSGrad adds a third)."""
 
 class CheckpointSpace(pl.Callback):
     """At the start of ``fit``, on global rank 0: clear what interrupted saves left in the
-    checkpoint directory, then warn when its disk cannot hold the checkpoints this run keeps.
+    checkpoint directories (:meth:`_clear_partials`), then warn when the disk cannot hold the
+    checkpoints this run keeps.
 
     A run keeps ``save_top_k`` step checkpoints and ``last.ckpt``, and writes each new one beside
     them before the one it replaces is removed (:mod:`motlab.atomic`): at its fullest the
@@ -58,11 +59,7 @@ class CheckpointSpace(pl.Callback):
         if trainer.fast_dev_run:
             return
         directory = Path(saver.dirpath)
-        io = trainer.strategy.checkpoint_io
-        if isinstance(io, DurableCheckpointIO):
-            io.clear_partials(directory)
-        else:
-            remove_partials(directory)
+        self._clear_partials(trainer, directory)
         self.estimate = self._parameter_bytes * (1 + _optimizer_slots(trainer.optimizers))
         files = kept_checkpoints(saver, trainer.max_steps) + 1
         self.needed = files * self.estimate
@@ -81,6 +78,23 @@ class CheckpointSpace(pl.Callback):
                 "error (earlier checkpoints stay intact); make room, lower "
                 "--checkpoint.save_top_k, or set --checkpoint.dirpath to a disk with room"
             )
+
+    @staticmethod
+    def _clear_partials(trainer: pl.Trainer, directory: Path) -> None:
+        """Remove what interrupted saves left: in this run's checkpoint directory, all of it
+        (only this run writes there); in the other versions of its experiment, what killed
+        processes of this host left (a run that was killed before its first checkpoint, and
+        restarted in a new version, left its partial file there)."""
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, DurableCheckpointIO):
+            io.clear_partials(directory)  # and it will not clear them again at its first save
+        else:
+            remove_partials(directory)
+        for other in experiment_checkpoint_dirs(directory)[1:]:
+            removed = remove_partials(other, abandoned_only=True)
+            if removed:
+                names = ", ".join(p.name for p in removed)
+                rank_zero_info(f"removed what interrupted saves left in {other}: {names}")
 
 
 def kept_checkpoints(saver: ModelCheckpoint, max_steps: int) -> int:
