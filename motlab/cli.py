@@ -65,16 +65,18 @@ from motlab.checkpoint import config_to_dict, newest_intact_checkpoint, read_net
 from motlab.checkpoint_io import with_durable_io
 from motlab.config import GPTConfig
 from motlab.lit import LitLM
-from motlab.rundir import experiment_root, logger_root, no_checkpoint_message, resumed_version
+from motlab.rundir import (
+    RESUME_OR_START,
+    experiment_root,
+    logger_root,
+    no_checkpoint_message,
+    resumed_version,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 LATE_BOUND_NET_KEYS = ("vocab_size",)
 """``model.net`` keys bound at instantiation (from the tokenizer), absent from the parsed config."""
-
-RESUME_OR_START = "auto"
-"""``--ckpt_path auto``: resume as ``last`` does when the experiment has a checkpoint, else start
-(for requeue scripts, which cannot know whether the run got as far as its first checkpoint)."""
 
 CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "checkpoint.every_n_train_steps": 5000,

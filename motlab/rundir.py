@@ -41,6 +41,10 @@ RUN_CONFIG = "config.yaml"
 """The whole run's configuration, written by LightningCLI into the version directory."""
 HPARAMS = "hparams.yaml"
 """The module's hyper-parameters, written by the logger into the version directory."""
+RESUME_OR_START = "auto"
+"""``motlab fit --ckpt_path auto``: resume as ``--ckpt_path last`` does when the experiment has a
+checkpoint, else start (for requeue scripts, which cannot know whether the run got as far as its
+first checkpoint)."""
 DEFAULT_LOGGER_DIR = "lightning_logs"
 """Lightning's default logger writes its versions here, under ``trainer.default_root_dir``."""
 
