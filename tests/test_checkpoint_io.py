@@ -20,6 +20,7 @@ from motlab.checkpoint_io import (
     DurableCheckpointIO,
     checkpoint_nbytes,
     format_bytes,
+    with_durable_io,
 )
 
 
@@ -141,3 +142,29 @@ def test_no_intact_checkpoint_is_an_error_naming_every_file(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="no checkpoint in .* is intact") as raised:
         newest_intact_checkpoint(tmp_path)
     assert "last.ckpt" in str(raised.value) and "step=0000002.ckpt" in str(raised.value)
+
+
+def test_the_writer_is_added_unless_one_is_configured() -> None:
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+    from lightning.pytorch.strategies import DDPStrategy
+
+    assert [type(p) for p in with_durable_io(None, "ddp")] == [DurableCheckpointIO]
+    theirs = TorchCheckpointIO()
+    assert with_durable_io([theirs], "auto") == [theirs]
+    assert with_durable_io(None, DDPStrategy(checkpoint_io=theirs)) == []
+
+
+def test_fsdp_with_full_state_dicts_saves_through_it(tmp_path: Path) -> None:
+    """conf/fsdp.yaml's strategy (FSDP, ``state_dict_type: full``) writes its one file through
+    the strategy's checkpoint_io on global rank 0. Checked as far as the CPU allows: its save
+    path with motlab's writer (training with FSDP needs a GPU)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    strategy = FSDPStrategy(state_dict_type="full")
+    (io,) = with_durable_io(None, strategy)
+    strategy.checkpoint_io = io  # what Lightning's accelerator connector does with the plugin
+    left = tmp_path / ".last.ckpt~host~1~00ff00ff.partial"
+    left.write_bytes(b"half")
+    strategy.save_checkpoint(_checkpoint(3), tmp_path / "last.ckpt")
+    check_intact(tmp_path / "last.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

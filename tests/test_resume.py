@@ -220,3 +220,23 @@ def test_a_damaged_last_checkpoint_is_passed_over(runs, tmp_path, c4_dir, tokeni
     a = load_model(runs["straight"] / "version_0/checkpoints/last.ckpt").state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "auto"])
+def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(
+    ckpt_path, tmp_path, c4_dir, tokenizer_path, monkeypatch
+):
+    """When every checkpoint of the experiment is damaged, neither --ckpt_path last nor auto
+    starts the run afresh: the error names each file (before anything is built)."""
+    monkeypatch.chdir(tmp_path)
+    ckpts = tmp_path / "runs/dense/version_0/checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "last.ckpt").write_bytes(b"cut short")
+    (ckpts / "step=0000002.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=rf"--ckpt_path {ckpt_path}: no checkpoint in runs/dense "
+                       "is intact") as raised:  # fmt: skip
+        _fit("dense.yaml", c4_dir, tokenizer_path, "--ckpt_path", ckpt_path)
+    message = str(raised.value)
+    assert "version_0/checkpoints/last.ckpt is not" in message
+    assert "version_0/checkpoints/step=0000002.ckpt is not" in message
+    assert "move the damaged files away" in message
