@@ -54,6 +54,13 @@ class Experts(nn.Module):
         h_EMF = F.relu(torch.bmm(x_EMD, self.w1))  # bmm follows autocast (bf16 on GPU)
         return torch.bmm(h_EMF, self.w2)
 
+    def each(self, x_MD: Tensor, expert_M: Tensor) -> Tensor:
+        """Apply expert ``expert_M[m]`` to input m: (M, D) → (M, D), gathering each input's
+        expert weights — for a few inputs (a decoding step), where a buffer per expert would
+        be mostly empty."""
+        h_M1F = F.relu(torch.bmm(x_MD[:, None], self.w1[expert_M]))
+        return torch.bmm(h_M1F, self.w2[expert_M])[:, 0]
+
 
 def top_k_expert_size(d_ff: int, top_k: int, d_expert: int | None, variant: str) -> int:
     """Expert size F of a top-k routed layer: ``d_expert``, else FLOP-matched ``d_ff / top_k``.

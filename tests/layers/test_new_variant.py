@@ -1,5 +1,6 @@
-"""A fifth variant, defined here and registered with one call, passes the whole per-variant suite
-and trains with ``motlab fit``: the proof that a variant costs one file and one registration."""
+"""A fifth variant, defined here and registered with one call, passes the whole per-variant suite,
+trains with ``motlab fit`` and decodes with the KV cache: the proof that a variant costs one file
+and one registration."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 from variant_suite import (
+    check_cached_decoding_matches_full_forward,
     check_compiled_matches_eager,
     check_counts,
+    check_decode_step_compiles,
+    check_generation_cached_matches_uncached,
     check_layer_causal,
+    check_left_padding,
     check_model_causal,
 )
 
@@ -83,6 +88,15 @@ def test_counts_with_the_measured_default(group_mean: str) -> None:
     cost = layer.cost()  # not overridden: all parameters active, FLOPs measured
     assert cost.active_params == 2 * 16 * 32
     assert cost.forward_macs == pytest.approx(2 * (2 * 16 * 32))  # its FFN runs twice per token
+
+
+def test_decodes_with_the_kv_cache(group_mean: str) -> None:
+    """Cached decoding, its compiled step and cached generation need nothing of the variant;
+    left padding, which it does not mask out of its groups, is refused with a clear error."""
+    check_cached_decoding_matches_full_forward(group_mean)
+    check_decode_step_compiles(group_mean)
+    check_generation_cached_matches_uncached(group_mean)
+    check_left_padding(group_mean)
 
 
 def test_trains_with_motlab_fit(group_mean, c4_dir, tokenizer_path, tmp_path, monkeypatch):
