@@ -198,6 +198,8 @@ def test_bad_model_args_fail_before_any_work(mot_checkpoint, tmp_path):
         MotlabLM(checkpoint=ckpt, filler="noise")
     with pytest.raises(ValueError, match="'auto' is not supported"):
         MotlabLM(checkpoint=ckpt, batch_size="auto")
+    with pytest.raises(ValueError, match="capacity must be 'dropless', 'training' or"):
+        MotlabLM(checkpoint=ckpt, capacity="lots")
     with pytest.raises(ValueError, match="filler_pool >= 31"):
         MotlabLM(checkpoint=ckpt, filler_pool=8, device="cpu")
     with pytest.raises(FileNotFoundError, match="no model checkpoint"):
