@@ -55,11 +55,27 @@ class Experts(nn.Module):
         return torch.bmm(h_EMF, self.w2)
 
     def each(self, x_MD: Tensor, expert_M: Tensor) -> Tensor:
-        """Apply expert ``expert_M[m]`` to input m: (M, D) → (M, D), gathering each input's
-        expert weights — for a few inputs (a decoding step), where a buffer per expert would
-        be mostly empty."""
-        h_M1F = F.relu(torch.bmm(x_MD[:, None], self.w1[expert_M]))
-        return torch.bmm(h_M1F, self.w2[expert_M])[:, 0]
+        """Apply expert ``expert_M[m]`` to input m: (M, D) → (M, D), for a few inputs (a
+        decoding step), where a buffer of slots per expert would be mostly empty.
+
+        Eager, the inputs are grouped by expert on the host and each expert used multiplies
+        its own inputs with its weights in place (reading them once, copying nothing); traced
+        by the compiler, where shapes must not depend on the routing, each input gathers its
+        expert's weights.
+        """
+        if torch.compiler.is_compiling():
+            h_M1F = F.relu(torch.bmm(x_MD[:, None], self.w1[expert_M]))
+            return torch.bmm(h_M1F, self.w2[expert_M])[:, 0]
+        rows: dict[int, list[int]] = {}
+        for m, e in enumerate(expert_M.tolist()):
+            rows.setdefault(e, []).append(m)
+        out_MD = torch.empty_like(x_MD)
+        for e, ms in rows.items():
+            if len(ms) == len(expert_M):  # one expert for every input (batch 1, top-1)
+                return F.relu(x_MD @ self.w1[e]) @ self.w2[e]
+            index_M = torch.tensor(ms, device=x_MD.device)
+            out_MD[index_M] = F.relu(x_MD[index_M] @ self.w1[e]) @ self.w2[e]
+        return out_MD
 
 
 def top_k_expert_size(d_ff: int, top_k: int, d_expert: int | None, variant: str) -> int:
