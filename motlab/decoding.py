@@ -270,7 +270,7 @@ class _Row:
             self._finish("eos")
             return
         self.tokens.append(token)
-        if self.decode is not None:
+        if self.decode is not None and (self.stops or self.on_text is not None):
             self.text = self.decode(self.tokens)
             cut = min((i for i in (self.text.find(s) for s in self.stops) if i >= 0), default=-1)
             if cut >= 0:
@@ -298,6 +298,8 @@ class _Row:
 
     def result(self) -> Completion:
         assert self.finish_reason is not None
+        if self.decode is not None and self.finish_reason != "stop":
+            self.text = self.decode(self.tokens)  # (decoded as it grew only when needed)
         return Completion(self.tokens, self.text, self.finish_reason)
 
 

@@ -23,6 +23,7 @@ and :meth:`FFNLayer.set_capacity` (token choice's capacity, dropless at inferenc
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -49,7 +50,8 @@ def check_capacity(capacity: Any) -> Capacity:
     """``capacity`` if it is a :data:`Capacity` (a name or a factor > 0), else a clear error."""
     if capacity in CAPACITY_NAMES:
         return capacity
-    if isinstance(capacity, (int, float)) and not isinstance(capacity, bool) and capacity > 0:
+    number = isinstance(capacity, (int, float)) and not isinstance(capacity, bool)
+    if number and math.isfinite(capacity) and capacity > 0:
         return float(capacity)
     raise ValueError(
         f"capacity must be 'dropless', 'training' or a capacity factor > 0, got {capacity!r}"
