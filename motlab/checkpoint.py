@@ -244,10 +244,10 @@ def load_model(
     return model.to(map_location).eval()
 
 
-def saved_data_config(path: str | Path) -> dict[str, Any]:
-    """The data module's saved hyper-parameters in a Lightning checkpoint (its tokenizer and
-    data path); empty for a save_model file, or a file that cannot be read (reading the model
-    names that problem)."""
+def read_data_config(path: str | Path) -> dict[str, Any]:
+    """The data module's saved hyper-parameters (``tokenizer``, ``path``, ...) of the Lightning
+    checkpoint at ``path``; empty when it has none or cannot be read (reading its model then
+    names the problem)."""
     try:
         ckpt = load_file(path)
     except (ValueError, FileNotFoundError):

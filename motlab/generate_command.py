@@ -117,9 +117,9 @@ def _run(args: argparse.Namespace) -> int:
     from motlab.checkpoint import (
         config_to_dict,
         load_model,
+        read_data_config,
         resolve_checkpoint,
         resolves_here,
-        saved_data_config,
         variant_of,
     )
     from motlab.data.tokenizer import load_tokenizer, token_id
@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     path = resolve_checkpoint(args.checkpoint, "--checkpoint")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(path, map_location=device, capacity=capacity)  # names a bad file
-    saved = saved_data_config(path)
+    saved = read_data_config(path)
     source = args.tokenizer or (
         saved.get("tokenizer") if resolves_here(saved.get("tokenizer")) else "gpt2"
     )

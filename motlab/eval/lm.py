@@ -25,7 +25,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_model, resolve_checkpoint, resolves_here, saved_data_config
+from motlab.checkpoint import load_model, read_data_config, resolve_checkpoint, resolves_here
 from motlab.decoding import complete
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
@@ -137,7 +137,7 @@ class MotlabLM(TemplateLM):
                 f"filler_pool={filler_pool} windows cannot fill the {self.group_size - 1} other "
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
-        saved = saved_data_config(path)
+        saved = read_data_config(path)
         self.tokenizer_source = str(
             tokenizer
             or (saved.get("tokenizer") if resolves_here(saved.get("tokenizer")) else "gpt2")
