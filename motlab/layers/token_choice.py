@@ -21,8 +21,9 @@ mode changes nothing here). Inference — :func:`motlab.generate`, :func:`motlab
 the lm-eval backend — sets the layer **dropless** through :meth:`TokenChoice.set_capacity`
 (:func:`motlab.inference.capacity`): every token gets its k experts, so a row's logits are the
 same alone or in any batch, as serving systems run MoE. ``"training"`` or a factor there brings
-capacity back. Dropless runs few assignments (a decoding step) by gathering each one's expert
-weights, and many by an exact capacity, the fullest expert's count (one host sync).
+capacity back. Dropless sorts the assignments by expert and runs each expert on its own
+(:meth:`~motlab.layers.experts.Experts.each`: exact compute, one host sync); compiled, each
+assignment gathers its expert's weights instead (static shapes, for a decoding step).
 """
 
 from __future__ import annotations
@@ -158,26 +159,14 @@ class TokenChoice(FFNLayer):
     def _dropless(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
         """Every token through its K experts: no capacity, so no token depends on another."""
         B, T, D = x_BTD.shape
-        E, K = self.experts.n_experts, self.cfg.top_k
-        N = B * T
+        K, N = self.cfg.top_k, B * T
         x_ND = x_BTD.reshape(N, D)
         logits_NE = self.experts.router_logits(x_ND)  # fp32
         probs_NE = torch.softmax(logits_NE, dim=-1)
         gate_NK, expert_NK = probs_NE.topk(K, dim=-1)
         expert_S = expert_NK.reshape(-1)  # assignment n·K + k
-        if N * K <= E or torch.compiler.is_compiling():
-            # Few assignments (a decoding step): each reads its own expert's weights, which
-            # is no more than every expert's once, and the shapes are static (compiles).
-            x_SD = x_ND[:, None].expand(N, K, D).reshape(N * K, D)
-            y_NKD = self.experts.each(x_SD, expert_S).view(N, K, D)
-        else:
-            # Many: capacity = the fullest expert's load (one host sync), so nothing is dropped
-            # and the padded slots are few.
-            C = int(_count(expert_S, E).max())
-            slot_S, kept_S = _slots_in_fill_order(expert_S, E, C)
-            slot_NK, kept_NK = slot_S.view(N, K), kept_S.view(N, K)
-            x_ECD = x_ND[_token_of_slot(slot_NK, kept_NK, E * C)].view(E, C, D)
-            y_NKD = self.experts(x_ECD).view(E * C, D)[slot_NK]
+        x_SD = x_ND[:, None].expand(N, K, D).reshape(N * K, D)
+        y_NKD = self.experts.each(x_SD, expert_S).view(N, K, D)
         out_BTD = (y_NKD * gate_NK[..., None].to(y_NKD.dtype)).sum(dim=1).view(B, T, D)
         kept_NK = torch.ones_like(expert_NK, dtype=torch.bool)
         return out_BTD.to(x_BTD.dtype), self._aux(logits_NE, probs_NE, expert_NK, kept_NK)
