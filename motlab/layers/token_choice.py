@@ -157,19 +157,25 @@ class TokenChoice(FFNLayer):
         return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_NK, real_N)
 
     def _dropless(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
-        """Every token through its K experts: no capacity, so no token depends on another."""
+        """Every token through its K experts: no capacity, so no token depends on another.
+
+        Inference only: its Aux reports the load per expert (and nothing dropped), not the
+        training losses (load balancing, z-loss)."""
         B, T, D = x_BTD.shape
         K, N = self.cfg.top_k, B * T
         x_ND = x_BTD.reshape(N, D)
-        logits_NE = self.experts.router_logits(x_ND)  # fp32
-        probs_NE = torch.softmax(logits_NE, dim=-1)
+        probs_NE = torch.softmax(self.experts.router_logits(x_ND), dim=-1)  # fp32
         gate_NK, expert_NK = probs_NE.topk(K, dim=-1)
         expert_S = expert_NK.reshape(-1)  # assignment n·K + k
         x_SD = x_ND[:, None].expand(N, K, D).reshape(N * K, D)
         y_NKD = self.experts.each(x_SD, expert_S).view(N, K, D)
         out_BTD = (y_NKD * gate_NK[..., None].to(y_NKD.dtype)).sum(dim=1).view(B, T, D)
-        kept_NK = torch.ones_like(expert_NK, dtype=torch.bool)
-        return out_BTD.to(x_BTD.dtype), self._aux(logits_NE, probs_NE, expert_NK, kept_NK)
+        # Inference: the load (what routing analysis reads), not the training losses.
+        stats = {
+            "dropped_fraction": torch.zeros((), device=x_BTD.device),
+            "tokens_per_expert": _count(expert_S, self.experts.n_experts),
+        }
+        return out_BTD.to(x_BTD.dtype), Aux(stats=stats)
 
     def _aux(
         self,
