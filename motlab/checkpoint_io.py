@@ -120,22 +120,27 @@ def write_failure_message(path: Path, checkpoint: dict[str, Any], error: OSError
     else:
         lines = [f"could not save the checkpoint {path}: {error.strerror or error}"]
     lines.append("nothing was written: every earlier checkpoint is as it was")
-    lines.append(_newest_intact_line(directory))
+    lines.append(_newest_intact_line(directory, error.errno in DISK_FULL))
     return "\n".join(lines)
 
 
-def _newest_intact_line(directory: Path) -> str:
+def _newest_intact_line(directory: Path, full: bool) -> str:
+    """Which checkpoint the run can go on from, and what to do."""
+    fix = (
+        "make room on that disk, or set --checkpoint.dirpath to one with room"
+        if full
+        else "fix the cause above"
+    )
     try:
         found = newest_intact_checkpoint(directory)
     except ValueError as e:
         return f"and no checkpoint in {directory} is intact: {e}"
     if found is None:
-        return f"there is no earlier checkpoint in {directory}: a new run starts from scratch"
+        return f"there is no earlier checkpoint in {directory}: {fix}, then start the run again"
     step = trained_steps(found.path)
     return (
-        f"the newest intact checkpoint is {found.path} (step {step}, checked to load): make "
-        "room on that disk, or set checkpoint.dirpath to one with room, then resume with "
-        "--ckpt_path last"
+        f"the newest intact checkpoint is {found.path} (step {step}, checked to load): {fix}, "
+        "then resume with --ckpt_path last"
     )
 
 

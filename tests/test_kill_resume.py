@@ -4,8 +4,9 @@ that was never interrupted.
 
 Each attempt is a ``motlab fit`` process in a session of its own, killed with its loader
 workers (``killpg``): while a checkpoint is being written, mid-step with the workers in flight,
-before its first checkpoint. The default test kills at those chosen moments; the slow one at
-random moments, many times.
+before its first checkpoint. The default tests kill ``motlab fit`` at those chosen moments, and a
+process that does nothing but save checkpoints at random moments; the slow one kills
+``motlab fit`` at random moments, many times. After every kill, every checkpoint on disk loads.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import pytest
 import torch
 
 from motlab import load_model
-from motlab.atomic import PARTIAL_SUFFIX
-from motlab.checkpoint import newest_intact_checkpoint, trained_steps
+from motlab.atomic import PARTIAL_SUFFIX, partials
+from motlab.checkpoint import check_intact, newest_intact_checkpoint, trained_steps
+from motlab.rundir import checkpoint_files
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -72,16 +74,24 @@ def _checkpoints(root: Path) -> set[Path]:
     return set(root.glob("runs/dense/version_*/checkpoints/*.ckpt"))
 
 
+def _assert_every_checkpoint_whole(root: Path) -> None:
+    """What a kill leaves: every checkpoint file loads (a half-written one is only ever a
+    partial file, which no reader takes for a checkpoint)."""
+    for path in checkpoint_files(root / "runs/dense"):
+        check_intact(path)
+
+
 def _kill_when(
-    proc: subprocess.Popen[bytes], moment: Callable[[], bool], delay_s: float = 0.0
+    proc: subprocess.Popen[bytes], root: Path, moment: Callable[[], bool], delay_s: float = 0.0
 ) -> bool:
-    """Kill ``proc`` once ``moment()`` holds (then ``delay_s`` later); False if it ended
-    first."""
+    """Kill ``proc`` (running in ``root``) once ``moment()`` holds (then ``delay_s`` later),
+    and check what it left; False if it ended first."""
     deadline = time.monotonic() + LAUNCH_TIMEOUT_S
     while proc.poll() is None and time.monotonic() < deadline:
         if moment():
             time.sleep(delay_s)
             _kill(proc)
+            _assert_every_checkpoint_whole(root)
             return True
         time.sleep(0.005)
     if proc.poll() is None:
@@ -124,16 +134,18 @@ def test_killed_at_chosen_moments_a_run_resumes_exactly(tmp_path, c4_dir, tokeni
         left_partial = []
         # 1. While the first checkpoint is being written: nothing intact to resume yet.
         proc = _launch(command, killed)
-        assert _kill_when(proc, lambda: bool(_partials(killed) or _checkpoints(killed)))
+        assert _kill_when(proc, killed, lambda: bool(_partials(killed) or _checkpoints(killed)))
         left_partial.append(bool(_partials(killed)))
         # 2. Mid-step, its loader worker in flight, once step 2 is saved (auto resumes it).
         proc = _launch(command, killed)
         saved = lambda: any(p.name == "last.ckpt" for p in _checkpoints(killed))  # noqa: E731
-        assert _kill_when(proc, saved, delay_s=0.05)
+        assert _kill_when(proc, killed, saved, delay_s=0.05)
         # 3. While a later checkpoint is being written.
         before = _checkpoints(killed)
         proc = _launch(command, killed)
-        assert _kill_when(proc, lambda: bool(_partials(killed) or _checkpoints(killed) - before))
+        assert _kill_when(
+            proc, killed, lambda: bool(_partials(killed) or _checkpoints(killed) - before)
+        )
         left_partial.append(bool(_partials(killed)))
         # 4. To the end.
         _finish(_launch(command, killed))
@@ -163,7 +175,7 @@ def test_killed_at_random_moments_a_run_resumes_exactly(tmp_path, c4_dir, tokeni
     for _ in range(12):
         proc = _launch(command, killed)
         kill_at = time.monotonic() + rng.uniform(0.3, 1.0) * whole_s
-        if _kill_when(proc, lambda kill_at=kill_at: time.monotonic() >= kill_at):
+        if _kill_when(proc, killed, lambda kill_at=kill_at: time.monotonic() >= kill_at):
             kills += 1
         else:
             assert proc.returncode == 0, proc.stderr.read().decode()[-3000:] + f" (seed {seed})"
@@ -172,3 +184,53 @@ def test_killed_at_random_moments_a_run_resumes_exactly(tmp_path, c4_dir, tokeni
     assert kills >= 3, f"only {kills} launches were killed before finishing (seed {seed})"
     _assert_same_weights(straight, killed)
     _assert_tidy(killed)
+
+
+SAVE_LOOP = REPO / "tests/scripts/save_loop.py"
+KILLS = 6
+
+
+def test_killed_at_random_moments_while_saving_a_whole_checkpoint_remains(tmp_path):
+    """A process that saves 16 MB checkpoints through motlab's writer back to back (step
+    checkpoints and last.ckpt, as a run does) is killed at random moments, restarted from its
+    newest intact checkpoint, and killed again. After every kill every checkpoint loads, and
+    last.ckpt holds at least the last step the process reported saved; what the kill
+    interrupted is only ever a partial file. (Written in place, as a copy from TMPDIR on another
+    filesystem is, a kill mid-write leaves a truncated last.ckpt.)"""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    reported, mid_write = 0, 0
+    for _ in range(KILLS):
+        proc = subprocess.Popen(
+            [sys.executable, str(SAVE_LOOP), str(directory)],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()  # after its imports and its resume
+            assert ready == b"ready\n", proc.communicate(timeout=60)[1].decode()[-3000:]
+            time.sleep(rng.uniform(0.05, 1.5))
+            assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()[-3000:]
+            assert time.monotonic() < deadline
+        finally:
+            _kill(proc)
+        out = proc.stdout.read().split()
+        reported = int(out[-1]) if out else reported
+        mid_write += bool(partials(directory))
+        for path in checkpoint_files(directory):
+            check_intact(path)
+        found = newest_intact_checkpoint(directory)
+        if reported:
+            assert found is not None and not found.damaged, f"seed {seed}"
+            assert found.path == directory / "last.ckpt", f"seed {seed}"
+            assert trained_steps(found.path) >= reported, f"seed {seed}"
+            weights = torch.load(found.path, weights_only=True, mmap=True)["state_dict"]["w"]
+            assert weights[-1].item() == trained_steps(found.path), f"seed {seed}"
+    assert reported > 0, "no launch saved a checkpoint before it was killed"
+    assert mid_write > 0, f"no kill landed mid-write (seed {seed}): the test did not test that"
