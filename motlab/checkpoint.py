@@ -9,6 +9,10 @@ writes and reads the net config through :func:`store_net_config` and :func:`net_
 evaluation backend reads the data settings with :func:`read_data_config`, the sweeps a run's
 progress with :func:`trained_steps`; where a run's checkpoint is, is :mod:`motlab.rundir`'s.
 
+A resume (``--ckpt_path last``) continues from the newest checkpoint that is intact
+(:func:`newest_intact_checkpoint`): one that loads and whose every record still has the CRC-32
+it was written with (:func:`check_intact`); a damaged one is named and passed over.
+
 Files are read with ``torch.load(weights_only=True)``: tensors, containers and numbers only,
 never arbitrary pickled objects, so a checkpoint from elsewhere cannot run code. motlab's own
 files need nothing more; any other file is refused with a message naming it.
@@ -27,10 +31,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from motlab.atomic import atomic_write
 from motlab.config import GPTConfig
 from motlab.layers.registry import Capacity
 from motlab.model import GPT
-from motlab.rundir import find_resume_checkpoint
+from motlab.rundir import find_resume_checkpoint, resume_candidates
 
 WHAT = "a motlab checkpoint (`motlab fit`'s .ckpt or a motlab.save_model file)"
 
@@ -49,8 +54,10 @@ def variant_of(config: Mapping[str, Any]) -> str:
 
 
 def save_model(model: GPT, path: str | Path) -> None:
-    """Write the config and weights of ``model`` for :func:`load_model`."""
-    torch.save({"config": config_to_dict(model.cfg), "state_dict": model.state_dict()}, path)
+    """Write the config and weights of ``model`` for :func:`load_model` (atomically: ``path``
+    holds the whole file or what it held before, :func:`motlab.atomic.atomic_write`)."""
+    with atomic_write(path) as f:
+        torch.save({"config": config_to_dict(model.cfg), "state_dict": model.state_dict()}, f)
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,74 @@ def resolve_checkpoint(path: str | Path, option: str | None = None) -> Path:
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{option} {e}" if option else str(e)) from e
     return path
+
+
+def check_intact(path: str | Path, option: str | None = None) -> None:
+    """Raise ``ValueError`` naming ``path`` unless it is a checkpoint that loads and whose every
+    record has the CRC-32 it was written with.
+
+    ``torch.load`` does not check the CRCs that ``torch.save`` writes, so a file whose tensors
+    were damaged after the write (a bad copy, a failing disk) would load and train on wrong
+    weights; this reads the whole file once to check them. Records written without a CRC
+    (``torch.serialization.set_crc32_options(False)``: stored as 0) are not checked. A directory
+    (a sharded checkpoint) is left to the strategy that reads it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return
+    load_file(path, option=option)
+    where = f"{option} {path}" if option else str(path)
+    name = "its zip directory"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for record in archive.infolist():
+                if record.CRC == 0:
+                    continue
+                name = record.filename
+                with archive.open(record) as f:  # raises at the end on a CRC mismatch
+                    while f.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(
+            f"{where} is damaged: {name} is not the data that was written "
+            f"({type(e).__name__}: {str(e)[:120]})"
+        ) from e
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a resume continues from, and the newer ones passed over."""
+
+    path: Path
+    damaged: tuple[tuple[Path, str], ...] = ()
+    """``(file, why)`` of each newer checkpoint that does not load, newest first."""
+
+    def report(self) -> list[str]:
+        """One line per damaged checkpoint, then which one is used instead (empty when the
+        first choice was intact)."""
+        if not self.damaged:
+            return []
+        lines = [f"damaged checkpoint, passed over: {why}" for _, why in self.damaged]
+        return [*lines, f"resuming from the newest intact checkpoint instead: {self.path}"]
+
+
+def newest_intact_checkpoint(root: str | Path) -> ResumePoint | None:
+    """The checkpoint a resume of the experiment at ``root`` continues from: the first of
+    :func:`motlab.rundir.resume_candidates` that is intact (:func:`check_intact`), with the
+    damaged ones before it. None when there is no checkpoint at all; ``ValueError`` (naming
+    every file) when there are some and none is intact."""
+    damaged: list[tuple[Path, str]] = []
+    for path in resume_candidates(root):
+        try:
+            check_intact(path)
+        except (ValueError, FileNotFoundError) as e:
+            damaged.append((path, str(e)))
+            continue
+        return ResumePoint(path, tuple(damaged))
+    if not damaged:
+        return None
+    lines = "\n".join(f"  {why}" for _, why in damaged)
+    raise ValueError(f"no checkpoint in {root} is intact:\n{lines}")
 
 
 def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:

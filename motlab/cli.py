@@ -25,8 +25,12 @@ command-line flag ``--model.net.ffn.group_size 4`` changes a single key.
 
 ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of this experiment (in
 ``checkpoint.dirpath`` if set, else under ``{logger save_dir}/{logger name}/version_*/``) and
-keeps logging into that same version directory. Resuming checks that the checkpoint's model
-matches the configured one; ``validate``/``test`` with a checkpoint take the model from it.
+keeps logging into that same version directory; a checkpoint that does not load (truncated,
+corrupt) is reported by path and the newest intact one is used instead. ``--ckpt_path auto`` is
+the same when the experiment has a checkpoint and starts the run when it has none (for requeue
+scripts). Resuming checks that the checkpoint's model matches the configured one;
+``validate``/``test`` with a checkpoint take the model from it. Checkpoints are written whole or
+not at all (:mod:`motlab.checkpoint_io`).
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.callbacks import ProgressBar as BaseProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from motlab.callbacks import (
+    CheckpointSpace,
     ProgressBar,
     RunCheckpoint,
     RunSummary,
@@ -56,10 +61,17 @@ from motlab.callbacks import (
     StopOnSignal,
     StopResult,
 )
-from motlab.checkpoint import config_to_dict, read_net_config
+from motlab.checkpoint import config_to_dict, newest_intact_checkpoint, read_net_config
+from motlab.checkpoint_io import with_durable_io
 from motlab.config import GPTConfig
 from motlab.lit import LitLM
-from motlab.rundir import experiment_root, find_resume_checkpoint, logger_root, resumed_version
+from motlab.rundir import (
+    RESUME_OR_START,
+    experiment_root,
+    logger_root,
+    no_checkpoint_message,
+    resumed_version,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -73,8 +85,11 @@ CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "checkpoint.monitor": "step",
     "checkpoint.mode": "max",
     "checkpoint.filename": "{step:07d}",
+    "checkpoint.enable_version_counter": False,
 }
-"""Every 5000 steps, keeping the 3 newest, plus ``last.ckpt``."""
+"""Every 5000 steps, keeping the 3 newest, plus ``last.ckpt``. A checkpoint of a step that a
+killed or damaged run saved before replaces that file (atomically) rather than being written
+beside it as ``...-v1.ckpt``, which the newest-3 bookkeeping would never remove."""
 
 
 def _data_module_class() -> type:
@@ -184,6 +199,7 @@ class MotCLI(LightningCLI):
                 isinstance(cb, BaseProgressBar) for cb in callbacks
             ):
                 callbacks.append(ProgressBar())
+            callbacks.append(CheckpointSpace())  # room for this run's checkpoints?
             if config.get("enable_model_summary") is not False:
                 callbacks.append(RunSummary())
                 kwargs["enable_model_summary"] = False  # its table would print "FLOPs 0"
@@ -193,6 +209,9 @@ class MotCLI(LightningCLI):
                 self.stop = StopOnSignal(command)
                 callbacks.append(self.stop)
             kwargs["callbacks"] = callbacks
+        # Checkpoints written whole or not at all, beside their destination (motlab.checkpoint_io).
+        plugins = kwargs.get("plugins", config.get("plugins"))
+        kwargs["plugins"] = with_durable_io(plugins, config.get("strategy"))
         trainer = super().instantiate_trainer(**kwargs)
         if not trainer.loggers:  # --trainer.logger false: nothing to monitor the LR into
             trainer.callbacks = [
@@ -214,7 +233,8 @@ class MotCLI(LightningCLI):
         model = config.get("model")
         if model is not None and model.get("init_from") == "last":
             # This experiment's newest last.ckpt, as for --ckpt_path last.
-            model.init_from = str(_experiment_last_checkpoint(config, "--model.init_from last"))
+            found = _experiment_last_checkpoint(config, "--model.init_from last")
+            model.init_from = str(found)
             rank_zero_info(f"--model.init_from last: {model.init_from}")
 
     def after_instantiate_classes(self) -> None:
@@ -252,10 +272,15 @@ class MotCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
-        if ckpt_path == "last":
-            ckpt_path = str(_experiment_last_checkpoint(config, "--ckpt_path last"))
-            config.ckpt_path = ckpt_path
-            rank_zero_info(f"--ckpt_path last: {ckpt_path}")
+        if ckpt_path in ("last", RESUME_OR_START):
+            option = f"--ckpt_path {ckpt_path}"
+            found = _experiment_last_checkpoint(config, option, ckpt_path == RESUME_OR_START)
+            if found is None:  # auto, and nothing to resume: start
+                config.ckpt_path = None
+                rank_zero_info(f"{option}: no checkpoint in {experiment_root(config)}: starting")
+                return
+            ckpt_path = config.ckpt_path = str(found)
+            rank_zero_info(f"{option}: {ckpt_path}")
         path = Path(ckpt_path)
         if not path.exists():
             raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint")
@@ -301,18 +326,35 @@ def fit_parser() -> LightningArgumentParser:
     return _ParserOnly(run=False, parser_kwargs={"exit_on_error": False}).parser
 
 
-def _experiment_last_checkpoint(config: Namespace, option: str) -> Path:
+def _experiment_last_checkpoint(
+    config: Namespace, option: str, none_is_start: bool = False
+) -> Path | None:
     """The checkpoint ``--ckpt_path last`` (or ``--model.init_from last``) resumes: the newest
-    ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's namespace)."""
+    intact checkpoint of the experiment configured in ``config`` (a subcommand's namespace) —
+    its newest ``last.ckpt``, or when that is damaged the newest checkpoint that loads (each
+    damaged one is reported). With nothing to resume: None if ``none_is_start``
+    (``--ckpt_path auto``), else an error."""
     root = experiment_root(config)
     if root is None:
         raise ValueError(f"{option} needs checkpoint.dirpath, or a logger with save_dir and name")
     try:
-        return find_resume_checkpoint(root)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"{option}: {e}; start without it, or pass the path of a checkpoint"
+        found = newest_intact_checkpoint(root)
+    except ValueError as e:
+        raise ValueError(
+            f"{option}: {e}\nmove the damaged files away to start afresh, or pass the path "
+            "of a checkpoint"
         ) from e
+    if found is None:
+        if none_is_start:
+            return None
+        raise FileNotFoundError(
+            f"{option}: {no_checkpoint_message(root)}; start without it (or with --ckpt_path "
+            f"{RESUME_OR_START}: resume when there is a checkpoint, else start), or pass the "
+            "path of a checkpoint"
+        )
+    for line in found.report():
+        rank_zero_warn(f"{option}: {line}")
+    return found.path
 
 
 def _continue_logging_in_version_of(config: Namespace, ckpt: Path) -> None:

@@ -9,12 +9,15 @@
             checkpoints/
                 0005000.ckpt            every checkpoint.every_n_train_steps
                 last.ckpt               the latest state of a run that ended or was stopped
+                .last.ckpt.*.partial    a save in progress, or one a killed process left
+                                        (motlab.atomic: never taken for a checkpoint)
 
 ``checkpoint.dirpath`` puts the checkpoints of every version in that one directory instead.
 
 Everything that needs to know where a run is asks here: ``motlab fit --ckpt_path last`` and
 ``--model.init_from last`` (:func:`experiment_root`, :func:`resume_checkpoint`), the resume into
-the version it continues (:func:`resumed_version`), ``motlab.load_model`` of a directory, the
+the version it continues (:func:`resumed_version`) and the checkpoints it may turn to when
+the newest does not load (:func:`resume_candidates`), ``motlab.load_model`` of a directory, the
 run tables of :mod:`motlab.analysis.runs` (which versions are one run and which are separate:
 :func:`newest_run`) and the sweeps (one experiment per run, finished or resumable by its
 ``last.ckpt``).
@@ -38,6 +41,10 @@ RUN_CONFIG = "config.yaml"
 """The whole run's configuration, written by LightningCLI into the version directory."""
 HPARAMS = "hparams.yaml"
 """The module's hyper-parameters, written by the logger into the version directory."""
+RESUME_OR_START = "auto"
+"""``motlab fit --ckpt_path auto``: resume as ``--ckpt_path last`` does when the experiment has a
+checkpoint, else start (for requeue scripts, which cannot know whether the run got as far as its
+first checkpoint)."""
 DEFAULT_LOGGER_DIR = "lightning_logs"
 """Lightning's default logger writes its versions here, under ``trainer.default_root_dir``."""
 
@@ -99,23 +106,57 @@ def _get(node: Any, key: str) -> Any:
 # ---------------------------------------------------------------------------- the checkpoints
 
 
+CHECKPOINT_SUFFIX = ".ckpt"
+"""The name ending of every checkpoint ``motlab fit`` writes (Lightning's ``FILE_EXTENSION``).
+The temporary file of a save in progress ends otherwise (:mod:`motlab.atomic`)."""
+
+_CHECKPOINT_PLACES = (f"{VERSION_PREFIX}*/{CHECKPOINT_DIR}/", f"{CHECKPOINT_DIR}/", "")
+"""Where checkpoints are looked for under a root: in each version's checkpoint directory, in a
+checkpoint directory, in the root itself (an experiment, a version, a checkpoint directory)."""
+
+
 def last_checkpoints(root: str | Path) -> list[Path]:
     """Every ``last.ckpt`` of an experiment: ``root`` may be an experiment directory (its
     ``version_*/checkpoints/last.ckpt``), a version directory or a checkpoint directory."""
     root = Path(root)
+    return [path for place in _CHECKPOINT_PLACES for path in root.glob(place + LAST_CHECKPOINT)]
+
+
+def checkpoint_files(root: str | Path) -> list[Path]:
+    """Every checkpoint of an experiment (``last.ckpt`` and the step checkpoints), looked for
+    where :func:`last_checkpoints` looks; never the temporary file of an unfinished save."""
+    root = Path(root)
     return [
-        *root.glob(f"{VERSION_PREFIX}*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"),
-        *root.glob(f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"),
-        *root.glob(LAST_CHECKPOINT),
+        path
+        for place in _CHECKPOINT_PLACES
+        for path in root.glob(f"{place}*{CHECKPOINT_SUFFIX}")
+        if not path.name.startswith(".")
     ]
 
 
+def resume_candidates(root: str | Path) -> list[Path]:
+    """The checkpoints a resume of the experiment at ``root`` may continue from, in the order
+    to try them: its newest ``last.ckpt`` (by modification time: ``version_10`` may be older
+    than ``version_9``), then every other checkpoint, newest first — where a resume turns when
+    that ``last.ckpt`` is damaged, or when a run was killed before it wrote one. Empty when
+    there is nothing to resume. Which of them loads is :mod:`motlab.checkpoint`'s to say
+    (``newest_intact_checkpoint``)."""
+    lasts = sorted(last_checkpoints(root), key=_mtime, reverse=True)
+    first = lasts[:1]
+    rest = sorted((p for p in checkpoint_files(root) if p not in first), key=_mtime, reverse=True)
+    return [*first, *rest]
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
 def resume_checkpoint(root: str | Path) -> Path | None:
-    """The checkpoint a resume of the experiment at ``root`` continues from — its newest
-    ``last.ckpt`` (by modification time: ``version_10`` may be older than ``version_9``) — or
-    None when there is nothing to resume."""
-    candidates = last_checkpoints(root)
-    return max(candidates, key=lambda c: c.stat().st_mtime) if candidates else None
+    """The checkpoint a resume of the experiment at ``root`` continues from when it loads — the
+    first of :func:`resume_candidates`, its newest ``last.ckpt`` — or None when there is nothing
+    to resume."""
+    candidates = resume_candidates(root)
+    return candidates[0] if candidates else None
 
 
 def find_resume_checkpoint(root: str | Path) -> Path:
@@ -123,11 +164,27 @@ def find_resume_checkpoint(root: str | Path) -> Path:
     there is nothing to resume."""
     found = resume_checkpoint(root)
     if found is None:
-        raise FileNotFoundError(
-            f"no {LAST_CHECKPOINT} in {root} (looked in {VERSION_PREFIX}*/{CHECKPOINT_DIR}/, "
-            f"{CHECKPOINT_DIR}/ and the directory itself)"
-        )
+        raise FileNotFoundError(no_checkpoint_message(root))
     return found
+
+
+def no_checkpoint_message(root: str | Path) -> str:
+    """What to say when there is no checkpoint under ``root``."""
+    return (
+        f"no {LAST_CHECKPOINT} in {root} (looked in {VERSION_PREFIX}*/{CHECKPOINT_DIR}/, "
+        f"{CHECKPOINT_DIR}/ and the directory itself), nor any other checkpoint"
+    )
+
+
+def experiment_checkpoint_dirs(dirpath: str | Path) -> list[Path]:
+    """The checkpoint directories of the experiment that the checkpoint directory ``dirpath``
+    belongs to (``ROOT/version_*/checkpoints`` for ``ROOT/version_N/checkpoints``), ``dirpath``
+    itself included; just ``dirpath`` when it is not in that layout (``checkpoint.dirpath``)."""
+    dirpath = Path(dirpath)
+    if dirpath.name != CHECKPOINT_DIR or not is_version_dir(dirpath.parent):
+        return [dirpath]
+    others = dirpath.parent.parent.glob(f"{VERSION_PREFIX}*/{CHECKPOINT_DIR}")
+    return [dirpath, *sorted(d for d in others if d != dirpath)]
 
 
 def resumed_version(checkpoint: str | Path, logger_root: Path | None) -> str | None:

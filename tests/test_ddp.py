@@ -67,6 +67,26 @@ def test_ranks_hold_identical_weights(ddp_run):
         torch.testing.assert_close(r0["state"][key], r1["state"][key], rtol=0, atol=0, msg=key)
 
 
+def test_rank_zero_saves_the_checkpoint_whole(ddp_run):
+    """Every rank has motlab's checkpoint writer (Lightning saves from global rank 0 only): the
+    run's last.ckpt is whole, holds the weights both ranks ended with, and nothing is left
+    beside it."""
+    from motlab import load_model
+    from motlab.atomic import partials
+    from motlab.checkpoint import check_intact, trained_steps
+
+    r0, r1 = _records(ddp_run)
+    assert r0["checkpoint_io"] == r1["checkpoint_io"] == "DurableCheckpointIO"
+    ckpts = ddp_run / "runs/mot/version_0/checkpoints"
+    assert [p.name for p in ckpts.iterdir()] == ["last.ckpt"]
+    assert partials(ckpts) == []
+    check_intact(ckpts / "last.ckpt")
+    assert trained_steps(ckpts / "last.ckpt") == 2
+    saved = load_model(ckpts / "last.ckpt").state_dict()
+    for key, value in r0["state"].items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_logged_loss_is_the_mean_over_ranks(ddp_run):
     r0, r1 = _records(ddp_run)
     acc = EventAccumulator(str(ddp_run / "runs/mot/version_0"), size_guidance={"scalars": 0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from motlab import load_model
+from motlab.checkpoint import check_intact
 from motlab.cli import cli_main
 from motlab.lit import LitLM
 
@@ -190,3 +192,51 @@ def test_extending_a_finished_run_logs_every_step_once(tmp_path, c4_dir, tokeniz
     run = tmp_path / "runs/dense/version_0"
     for tag in ("train/loss", "val/loss"):
         assert sorted(_scalars(run, tag)) == list(range(2 * N)), tag
+
+
+def test_a_damaged_last_checkpoint_is_passed_over(runs, tmp_path, c4_dir, tokenizer_path):
+    """A last.ckpt cut short (a partial copy, a disk that failed) is reported by path, and
+    --ckpt_path last resumes from the newest intact checkpoint instead: the run still ends with
+    the weights of the uninterrupted one, and its last.ckpt is whole again."""
+    mp = pytest.MonkeyPatch()
+    every_2 = ("--checkpoint.every_n_train_steps", "2")
+    try:
+        mp.chdir(tmp_path)
+        _fit("mot.yaml", c4_dir, tokenizer_path, *every_2, "--trainer.max_steps", str(N))
+        ckpts = Path("runs/mot/version_0/checkpoints")  # as --ckpt_path last names them
+        last, step2 = ckpts / "last.ckpt", ckpts / "step=0000002.ckpt"
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+        passed_over = rf"damaged checkpoint, passed over: {re.escape(str(last))} is not "
+        instead = rf"resuming from the newest intact checkpoint instead: {re.escape(str(step2))}"
+        with pytest.warns(UserWarning, match=passed_over), pytest.warns(match=instead):
+            _fit("mot.yaml", c4_dir, tokenizer_path, *every_2, "--trainer.max_steps",
+                 str(2 * N), "--ckpt_path", "last")  # fmt: skip
+        check_intact(last)
+        names = sorted(p.name for p in ckpts.iterdir())
+        b = load_model(last).state_dict()
+    finally:
+        mp.undo()
+    assert names == ["last.ckpt", "step=0000002.ckpt", "step=0000006.ckpt"]
+    a = load_model(runs["straight"] / "version_0/checkpoints/last.ckpt").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "auto"])
+def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(
+    ckpt_path, tmp_path, c4_dir, tokenizer_path, monkeypatch
+):
+    """When every checkpoint of the experiment is damaged, neither --ckpt_path last nor auto
+    starts the run afresh: the error names each file (before anything is built)."""
+    monkeypatch.chdir(tmp_path)
+    ckpts = tmp_path / "runs/dense/version_0/checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "last.ckpt").write_bytes(b"cut short")
+    (ckpts / "step=0000002.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=rf"--ckpt_path {ckpt_path}: no checkpoint in runs/dense "
+                       "is intact") as raised:  # fmt: skip
+        _fit("dense.yaml", c4_dir, tokenizer_path, "--ckpt_path", ckpt_path)
+    message = str(raised.value)
+    assert "version_0/checkpoints/last.ckpt is not" in message
+    assert "version_0/checkpoints/step=0000002.ckpt is not" in message
+    assert "move the damaged files away" in message

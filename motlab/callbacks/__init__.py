@@ -1,6 +1,8 @@
 """Training callbacks: throughput and MFU, the model summary, a compact progress bar, the run's
-checkpoints (its final state included), and stopping at a step boundary on Ctrl-C or SIGTERM."""
+checkpoints (its final state included) and the room for them, and stopping at a step boundary
+on Ctrl-C or SIGTERM."""
 
+from motlab.callbacks.checkpoint_space import CheckpointSpace
 from motlab.callbacks.progress import ProgressBar
 from motlab.callbacks.run_checkpoint import RunCheckpoint
 from motlab.callbacks.speed import PEAK_FLOPS_BF16, SpeedMonitor, peak_flops_per_device
@@ -8,6 +10,7 @@ from motlab.callbacks.stop import STOP_SIGNALS, StopOnSignal, StopResult
 from motlab.callbacks.summary import RunSummary
 
 __all__ = [
+    "CheckpointSpace",
     "PEAK_FLOPS_BF16",
     "ProgressBar",
     "RunCheckpoint",

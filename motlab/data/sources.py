@@ -26,6 +26,7 @@ from itertools import islice
 from typing import IO, Any
 
 from motlab import hub
+from motlab.data.damaged import check_error, is_damage
 from motlab.hub import HubUnreachableError
 
 Record = tuple[int, str | None, str | None]
@@ -96,11 +97,14 @@ class JsonLinesFile(DocFile):
         return open(self.name, "rb")
 
     def check(self, text_field: str) -> None:
+        sample: list[tuple[int, Any, str | None]] = []
         try:
             with self._open() as f:
-                sample = list(islice(self._parsed(f), CHECK_RECORDS))
-        except OSError as e:
-            raise OSError(f"cannot read data file {self.name!r}: {e}") from e
+                sample.extend(islice(self._parsed(f), CHECK_RECORDS))
+        except Exception as e:
+            if not is_damage(e):
+                raise
+            raise check_error(self.name, self.unit, sample[-1][0] if sample else None, e) from e
         _require_text(self.name, self.unit, sample, text_field)
 
     def read(self, text_field: str, stride: int = 1, offset: int = 0) -> Iterator[Record]:
@@ -181,7 +185,7 @@ class ParquetFile(DocFile):
         try:
             schema = pq.read_schema(self.name)
         except Exception as e:
-            raise OSError(f"cannot read parquet file {self.name!r}: {e}") from e
+            raise check_error(self.name, self.unit, None, e) from e
         if text_field not in schema.names:
             raise ValueError(
                 f"{self.name!r} has no {text_field!r} column (columns: {schema.names}); set "

@@ -14,6 +14,9 @@ Exact resume. Between two batches the state of a stream is:
 * the unconsumed tokens of the packer (:mod:`motlab.data.packing`);
 * counters (batches yielded, malformed records, source exhausted).
 
+A file that cannot be read to its end is skipped from its damage on, as one malformed record
+(:mod:`motlab.data.damaged`).
+
 :meth:`PackedStream.state_dict` returns this (~80 KB for a 10k-document buffer, so
 ``StatefulDataLoader`` can snapshot it at every step). Restoring re-reads the source from the
 oldest file still referenced, collecting the buffered documents' texts and leaving the reader
@@ -33,6 +36,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import IterableDataset, get_worker_info
 
+from motlab.data.damaged import read_until_damaged, warn_skipped
 from motlab.data.packing import Packer
 from motlab.data.sharding import assign_files
 from motlab.data.shuffle import ShuffleBuffer
@@ -224,7 +228,9 @@ class _StreamCore:
                 task = tasks[s]
                 doc_file = ds.files[task.file]
                 self.segments.append((ordinal, epoch, s))
-                for index, text, problem in doc_file.read(ds.text_field, task.stride, task.offset):
+                for index, text, problem in read_until_damaged(
+                    doc_file, ds.text_field, task.stride, task.offset, self._report_damaged
+                ):
                     records += 1
                     if text is None:
                         self._report_malformed(doc_file, index, problem or "malformed")
@@ -271,6 +277,16 @@ class _StreamCore:
             MalformedRecordWarning,
             stacklevel=2,
         )
+
+    def _report_damaged(
+        self, doc_file: DocFile, last_good: int | None, error: BaseException
+    ) -> None:
+        """The rest of a damaged file is skipped: counted as one malformed record and warned
+        about (:mod:`motlab.data.damaged`), except when re-reading for a resume."""
+        if not self.replaying:
+            self.malformed += 1
+            tally = f"{self.malformed} malformed record(s) so far in data stream {self.stream}"
+            warn_skipped(doc_file, last_good, error, tally)
 
     def _report_unreported(self, doc_file: DocFile) -> None:
         """One warning for the malformed records of a file not listed one by one, at the end

@@ -6,9 +6,11 @@ limit, or when it is preempted, SLURM signals the job; submitit calls
 :meth:`SweepJob.checkpoint`, which stops ``motlab fit`` with SIGTERM (motlab finishes the
 optimiser step in progress, saves it to ``last.ckpt`` and writes out its logs) and hands
 submitit a fresh :class:`SweepJob` to requeue. The requeued job finds the run's ``last.ckpt`` and
-resumes from it with ``--ckpt_path last`` into the same version directory, so the result is that
-of an uninterrupted run. A job killed without a signal resumes from its last
-``checkpoint.every_n_train_steps`` boundary instead, and trains the steps since then again.
+resumes from it with ``--ckpt_path auto`` (``last`` when there is a checkpoint, else a start)
+into the same version directory, so the result is that of an uninterrupted run. A job killed
+without a signal (a node failure, an OOM kill) resumes from its newest intact checkpoint — the
+last ``checkpoint.every_n_train_steps`` boundary — and trains the steps since then again, to
+the same weights.
 
 ``cluster="local"`` runs the same jobs with submitit's local executor (processes on this
 machine), which is how the tests exercise this path without a cluster.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -98,10 +101,13 @@ class SweepJob(Checkpointable):
         if state.status == "finished":
             print(f"{run.name}: {state.describe(max_steps)}", flush=True)
             return {"run": run.name, "step": state.step}
-        resume = state.status == "resume"
-        print(f"{run.name}: {state.describe(max_steps)}\n  {run.command(resume)}", flush=True)
+        # --ckpt_path auto: whatever happened since run_state looked (a previous attempt of
+        # this job killed before or after its first checkpoint), motlab fit resumes the newest
+        # intact checkpoint, or starts when there is none.
+        args = run.requeue_args()
+        print(f"{run.name}: {state.describe(max_steps)}\n  motlab {shlex.join(args)}", flush=True)
         self._proc = subprocess.Popen(
-            [self.python, "-m", "motlab", *run.fit_args(resume)],
+            [self.python, "-m", "motlab", *args],
             cwd=self.cwd,
             preexec_fn=_ignore_preempt_signal,
         )

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import yaml
 
-from motlab.rundir import experiment_dir
+from motlab.rundir import RESUME_OR_START, experiment_dir
 
 Scale = Literal["log", "linear"]
 
@@ -141,6 +141,12 @@ class SweepRun:
         if resume:
             args += ["--ckpt_path", "last"]
         return args
+
+    def requeue_args(self) -> list[str]:
+        """:meth:`fit_args` for a job that may be started any number of times (a requeued
+        SLURM job): ``--ckpt_path auto``, which resumes when the run has a checkpoint and
+        starts it when it has none."""
+        return [*self.fit_args(), "--ckpt_path", RESUME_OR_START]
 
     def command(self, resume: bool = False) -> str:
         """The shell command, as printed by ``--dry-run`` and run by the launchers."""

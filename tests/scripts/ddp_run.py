@@ -40,6 +40,7 @@ class Recorder(pl.Callback):
             "batches": self.batches,
             "losses": self.losses,
             "state": state,
+            "checkpoint_io": type(trainer.strategy.checkpoint_io).__name__,
         }
         torch.save(record, self.out / f"rank{trainer.global_rank}.pt")
 
