@@ -47,6 +47,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from motlab.callbacks import ProgressBar, RunCheckpoint, RunSummary, SpeedMonitor
 from motlab.checkpoint import find_last_checkpoint, read_net_config
+from motlab.hub import HubUnreachableError
 from motlab.lit import LitLM
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -347,6 +348,8 @@ def _motlab_cause(error: BaseException) -> BaseException | None:
     torch or Lightning are bugs or runtime failures whose traceback is the useful part."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, HubUnreachableError):
+            return seen  # motlab's own, also when torch re-raises it from a loader worker
         tb = seen.__traceback__
         if isinstance(seen, USER_ERRORS) and tb is not None:
             while tb.tb_next is not None:

@@ -107,7 +107,11 @@ def explain(error: BaseException, what: str, option: str, timeout: float | None 
             "--data.hub_timeout"
         )
     if isinstance(error, GatedRepoError) or status == 403:
-        return f"{where} refused access to {what} (HTTP {status}, gated or private): {LOGIN_HINT}"
+        token = "the token sent has no access to it; " if status == 403 else ""
+        return (
+            f"{where} refused access to {what} (HTTP {status}, gated or private): "
+            f"{token}{LOGIN_HINT}"
+        )
     if isinstance(error, RepositoryNotFoundError) or status == 404:
         private = f"; if it is private, {LOGIN_HINT}" if status == 401 else ""
         return f"{where} has no {what} (HTTP {status}): check {option}{private}"

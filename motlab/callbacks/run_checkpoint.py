@@ -13,6 +13,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from motlab.hub import HubUnreachableError
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """Ctrl-C, and what SLURM (and most schedulers) send before they kill or requeue a job."""
 
@@ -109,6 +111,17 @@ class RunCheckpoint(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         self._restore_handlers()
+        if isinstance(exception, HubUnreachableError) and trainer.world_size == 1:
+            # The data stream gave up on the hub (past --data.hub_retries) while fetching the
+            # next batch: the model, optimiser and data position are those after the last
+            # finished step, so last.ckpt saved now resumes exactly once the hub is back. (With
+            # several ranks the others are inside a step and a save would wait on them.)
+            self._save_last(trainer)
+            if self.last_model_path:
+                rank_zero_info(
+                    f"saved step {trainer.global_step} to {self.last_model_path}; once the hub "
+                    "answers again, resume with --ckpt_path last"
+                )
         super().on_exception(trainer, pl_module, exception)
 
     # -- the final state ---------------------------------------------------------------------

@@ -53,9 +53,7 @@ def parse_spec(spec: str) -> list[Fault]:
             elif kind == "stall" and len(args) == 2:
                 fault = Fault(kind, float(args[1]), seconds=float(args[0]))
             else:
-                raise ValueError(
-                    "expected reset:P, truncate:P, status:CODE:P or stall:SECONDS:P"
-                )
+                raise ValueError("expected reset:P, truncate:P, status:CODE:P or stall:SECONDS:P")
         except ValueError as e:
             raise ValueError(f"bad fault {item!r}: {e}") from e
         if not 0.0 <= fault.probability <= 1.0:

@@ -124,9 +124,7 @@ class Repo:
         files = sorted(
             p for p in self.files if p.startswith(prefix) and (recursive or p.count("/") == depth)
         )
-        return [self.folder_entry(f) for f in folders] + [
-            self.files[p].tree_entry() for p in files
-        ]
+        return [self.folder_entry(f) for f in folders] + [self.files[p].tree_entry() for p in files]
 
     def entry(self, path: str) -> dict | None:
         path = path.strip("/")

@@ -8,8 +8,9 @@ motlab's own hub access call, found by pointing those clients at it and logging 
 * ``POST /api/{type}s/{repo}/paths-info/{rev}`` — entries of given paths;
 * ``HEAD``/``GET /[datasets/]{repo}/resolve/{rev}/{path}`` — the file, with ``X-Repo-Commit``,
   ``ETag``, ``Content-Length`` and ``Accept-Ranges``; an LFS file redirects (302, with
-  ``X-Linked-Etag`` / ``X-Linked-Size``) to a content-addressed ``/_lfs/{sha256}`` that serves
-  the body with ``Range`` support (206 / 416), as the hub redirects to its CDN.
+  ``X-Linked-Etag`` / ``X-Linked-Size``) to a signed, content-addressed ``/lfs/{sha256}`` on
+  a second port (another origin, as the hub's CDN is) that serves the body with ``Range``
+  support (206 / 416).
 
 Errors carry the hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``,
 ``EntryNotFound``, ``GatedRepo``) so that the clients raise their usual exceptions. Control
@@ -20,8 +21,10 @@ and whether it carried an ``Authorization`` header — never its value).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import socket
 import struct
 import threading
@@ -69,6 +72,12 @@ class Hub:
         self.lock = threading.Lock()
         self.cdn_url = ""
         """Where LFS files are served from (another origin, as the hub's CDN is)."""
+        self.secret = secrets.token_hex(16)
+        """Signs the CDN URLs the hub redirects to: as with the hub's signed URLs, the CDN
+        serves a gated file to whoever has the link (clients send no token across origins)."""
+
+    def signature(self, sha256: str) -> str:
+        return hashlib.sha256(f"{self.secret}:{sha256}".encode()).hexdigest()[:32]
 
     def find(self, repo_type: str, rest: str) -> tuple[Repo | None, str]:
         """The repo whose id starts ``rest`` (``allenai/c4/tree/main`` -> c4, ``tree/main``)."""
@@ -158,13 +167,13 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._api(m.group(1)[:-1], m.group(2), query)
         m = re.fullmatch(r"/lfs/([0-9a-f]{64})", path)
         if m:
-            return self._lfs(m.group(1))
-        m = re.fullmatch(r"/datasets/(.+?)/resolve/(.+)", path)
+            return self._lfs(m.group(1), query.get("sig", [""])[0])
+        m = re.fullmatch(r"/datasets/(.+?)/resolve/([^/]+)/(.+)", path)
         if m:
-            return self._resolve("dataset", m.group(1), m.group(2))
-        m = re.fullmatch(r"/(.+?)/resolve/(.+)", path)
+            return self._resolve("dataset", *m.groups())
+        m = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", path)
         if m:
-            return self._resolve("model", m.group(1), m.group(2))
+            return self._resolve("model", *m.groups())
         self._error(404, None, f"no route for {self.command} {path}")
 
     def _control(self, path: str) -> None:
@@ -250,16 +259,13 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # -- files --------------------------------------------------------------------------------
 
-    def _resolve(self, repo_type: str, repo_id_and_rest: str, _: str) -> None:
-        # ``{repo}/resolve/{rev}/{path}``: the repo id is the part before /resolve/.
-        m = re.fullmatch(r"(.+?)/resolve/([^/]+)/(.+)", self.path_for_resolve(repo_type))
-        assert m is not None
-        repo = self.hub.repos.get((repo_type, m.group(1)))
+    def _resolve(self, repo_type: str, repo_id: str, rev: str, path: str) -> None:
+        """``[datasets/]{repo}/resolve/{rev}/{path}``: the file, or a redirect to the CDN."""
+        repo = self.hub.repos.get((repo_type, repo_id))
         if repo is None:
             return self._error(404, "RepoNotFound", "Repository not found")
         if not self._allowed(repo):
             return None
-        rev, path = m.group(2), m.group(3)
         if not self._revision(repo, rev):
             return None
         file = repo.files.get(path)
@@ -269,7 +275,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if file.is_lfs:
             headers.update(
                 {
-                    "Location": f"{self.hub.cdn_url}/lfs/{file.sha256}",
+                    "Location": f"{self.hub.cdn_url}/lfs/{file.sha256}"
+                    f"?sig={self.hub.signature(file.sha256)}",
                     "X-Linked-Etag": f'"{file.sha256}"',
                     "X-Linked-Size": str(file.size),
                     "ETag": f'"{file.blob_id}"',
@@ -279,17 +286,13 @@ class HubHandler(BaseHTTPRequestHandler):
         headers["ETag"] = f'"{file.etag}"'
         self._body(repo, file, headers)
 
-    def path_for_resolve(self, repo_type: str) -> str:
-        path = unquote(urlsplit(self.path).path)
-        return path[len("/datasets/") :] if repo_type == "dataset" else path[1:]
-
-    def _lfs(self, sha256: str) -> None:
+    def _lfs(self, sha256: str, signature: str) -> None:
         found = self.hub.lfs.get(sha256)
         if found is None:
             return self._error(404, None, "no such object")
         repo, file = found
-        if not self._allowed(repo):
-            return None
+        if repo.repo_id in self.hub.gated and signature != self.hub.signature(sha256):
+            return self._error(403, None, "the signature of this URL does not match")
         self._body(repo, file, {"ETag": f'"{file.sha256}"', "Accept-Ranges": "bytes"})
 
     def _body(self, repo: Repo, file: HubFile, headers: dict[str, str]) -> None:
