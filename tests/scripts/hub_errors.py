@@ -4,9 +4,10 @@ otherwise pay the start of a process per case.
 
     python tests/scripts/hub_errors.py OUT.json CASES.json
 
-CASES.json maps each case's name to ``{"argv", "token"}``: ``motlab ARGV`` (through ``motlab.cli.main``) with
-``HF_TOKEN`` set to ``token`` (or unset). ``huggingface_hub`` reads ``HF_TOKEN`` at each
-request, so cases can differ in it; ``HF_ENDPOINT`` comes from the environment.
+CASES.json maps each case's name to ``{"argv", "token"}``: ``motlab ARGV`` (through
+``motlab.cli.main``) with ``HF_TOKEN`` set to ``token`` (or unset). ``huggingface_hub`` reads
+``HF_TOKEN`` at each request, so cases can differ in it; ``HF_ENDPOINT`` comes from the
+environment.
 """
 
 from __future__ import annotations
