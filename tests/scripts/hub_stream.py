@@ -77,6 +77,8 @@ def main() -> None:
             val = list(dm.val_dataloader())
         except HubReadError as e:
             error = str(e)
+        except Exception as e:  # any other failure: that scenario's tests fail, not the rest
+            error = f"{type(e).__name__}: {e}"
         dm.close()
         results[scenario["name"]] = {
             "train": train,
