@@ -42,7 +42,16 @@ class C4DataModule(pl.LightningDataModule):
     """Streams documents, tokenizes them in batches and packs them into windows, resumably.
 
     Sources, by priority: explicit ``train_files``/``val_files`` globs; ``path``, a local copy of
-    C4's layout; else the hub dataset ``hub_dataset``/``hub_config``, streamed with ``datasets``.
+    C4's layout; else the hub dataset ``hub_dataset``/``hub_config`` (:mod:`.sources`).
+
+    Hub and local copy give the same stream: ``datasets`` lists a split's hub files sorted by
+    path, as the local glob is, and each JSON-lines file (C4's) is read over HTTP by the same
+    parser as a local one, record by record from its start (:mod:`.remote`), so file order,
+    record order and record numbers agree and a run on the hub equals a run on a local copy of
+    the same files. Network faults do not change it: a read resumes at the byte where it was
+    cut. (Formats other than JSON lines are streamed through ``datasets``, one file per shard,
+    also in file order.) The retry settings ``hub_*`` are not part of the stream's state: they
+    can change between a run and its resume.
 
     Attributes available right after ``__init__``: ``tokenizer`` (a ``tokenizers.Tokenizer``),
     ``vocab_size`` and ``eot_id``.
