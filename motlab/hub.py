@@ -4,6 +4,11 @@
 should instead say within seconds that it cannot reach the hub and what to use instead. The
 probe is a TCP connect with a short timeout, skipped where the user switched the hub off (the
 answer is known) or sits behind an HTTP proxy (a direct connection says nothing).
+
+A hub that accepts connections may still answer slowly, refuse access or lack the repository:
+:func:`check_repo` asks for the repository's info over HTTP within a timeout, and
+:func:`translate` turns what the hub's clients raise into one motlab error that says what to
+do (wait longer, log in, or fix a misspelt name).
 """
 
 from __future__ import annotations

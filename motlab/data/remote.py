@@ -44,12 +44,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from motlab.hub import HubUnreachableError
+from motlab.hub import HubUnreachableError, endpoint
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 """HTTP statuses that mean "try again later" (as ``huggingface_hub``'s ``http_backoff``)."""
+
+_JITTER = random.Random()
+"""Draws the jitter of the waits: its own generator, so that retries leave the global
+``random`` state (which user code may have seeded) alone."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class RetryPolicy:
         """Seconds to wait after the ``failure``-th failure in a row: exponential, with jitter
         (so that many loader workers do not retry in step), never above ``backoff_max``."""
         step = min(self.backoff_max, self.backoff * 2.0 ** (failure - 1))
-        wait = step / 2 + random.uniform(0, step / 2)
+        wait = step / 2 + _JITTER.uniform(0, step / 2)
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.backoff_max)
@@ -120,13 +124,6 @@ def _http() -> tuple[Any, Any]:
 
     session = get_session()
     return session, sys.modules[type(session).__module__.partition(".")[0]]
-
-
-def endpoint() -> str:
-    """The hub endpoint the clients talk to (``HF_ENDPOINT`` or the public hub)."""
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
 
 
 class HubStream(io.RawIOBase):
@@ -276,7 +273,16 @@ class HubStream(io.RawIOBase):
         redirect = response.history[0].headers if response.history else {}
         linked = redirect.get("X-Linked-Size") or response.headers.get("X-Linked-Size")
         content_range = response.headers.get("Content-Range", "")
-        total = content_range.rpartition("/")[2] if response.status_code == 206 else ""
+        total = ""
+        if response.status_code == 206:
+            first = content_range.removeprefix("bytes ").partition("-")[0]
+            if first != str(self.pos):
+                response.close()
+                raise HubReadError(
+                    f"cannot read {self.name}: asked the hub at {endpoint()} for its bytes from "
+                    f"{self.pos} on, it answered with {content_range or 'no Content-Range'}"
+                )
+            total = content_range.rpartition("/")[2]
         length = response.headers.get("Content-Length") if response.status_code == 200 else None
         for value in (total, length, linked):
             if value and value.isdigit():
