@@ -23,7 +23,7 @@ from motlab.data.remote import RetryPolicy
 from motlab.data.sharding import split_note, world_info
 from motlab.data.sources import (
     DocFile,
-    check_hub,
+    check_streamable,
     describe,
     glob_files,
     hub_files,
@@ -189,7 +189,7 @@ class C4DataModule(pl.LightningDataModule):
                     for key in ("retries", "backoff", "backoff_max", "timeout")
                 )
             )
-            check_hub(dataset, config.get("hub_config", "en"), "train", policy)
+            check_streamable(dataset, config.get("hub_config", "en"), "train", policy)
 
     def _resolve(self, split: str) -> list[DocFile]:
         explicit = self.train_files if split == "train" else self.val_files

@@ -356,7 +356,9 @@ def local_c4_files(path: str, config: str, split: str) -> list[DocFile]:
     )
 
 
-def check_hub(dataset: str, config: str, split: str, policy: RetryPolicy | None = None) -> None:
+def check_streamable(
+    dataset: str, config: str, split: str, policy: RetryPolicy | None = None
+) -> None:
     """Raise within seconds if ``dataset``/``config`` cannot be streamed: no connection to the
     hub (:class:`HubUnreachableError`), a hub that does not answer within ``policy.timeout``,
     refuses access (401/403: :class:`~motlab.hub.HubAccessError`, log in), or has no such
@@ -407,7 +409,7 @@ def hub_files(
     """The files of ``dataset``/``config``/``split`` on the hub, in order, one entry per file.
 
     Raises quickly, with instructions, when the hub cannot be reached or refuses (see
-    :func:`check_hub`).
+    :func:`check_streamable`).
     """
     policy = policy or RetryPolicy()
     where = f"{dataset!r} (config {config!r}, split {split!r})"
@@ -456,7 +458,7 @@ __all__ = [
     "describe",
     "glob_files",
     "hub_files",
-    "check_hub",
+    "check_streamable",
     "local_c4_files",
     "streamed_files",
 ]

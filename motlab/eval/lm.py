@@ -12,8 +12,8 @@ from the request's own tokens); generation uses :func:`motlab.generate`.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_file, load_model, resolve_checkpoint
+from motlab.checkpoint import load_model, read_data_config, resolve_checkpoint
 from motlab.data.tokenizer import looks_like_path
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
@@ -36,25 +36,18 @@ from motlab.eval.filler_pool import (
     random_filler_pool,
     request_seed,
 )
-from motlab.eval.scoring import ScoreRequest, real_rows_only, score_requests
+from motlab.eval.scoring import (
+    DEFAULT_BATCH_SIZE,
+    ScoreRequest,
+    real_rows_only,
+    score_requests,
+)
 from motlab.generate import generate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 16
-"""Requests per forward pass when the harness gives none (R · G rows for group size G)."""
 GEN_CHUNK = 32
 """Tokens generated between two checks for a stop string."""
-
-
-def _checkpoint_data_hparams(path: Path) -> dict[str, Any]:
-    """The data module's saved hyper-parameters in a Lightning checkpoint (tokenizer, path)."""
-    try:
-        ckpt = load_file(path)
-    except (ValueError, FileNotFoundError):  # reading the model names the problem
-        return {}
-    hp = ckpt.get("datamodule_hyper_parameters")
-    return dict(hp) if isinstance(hp, Mapping) else {}
 
 
 def _usable(source: Any) -> bool:
@@ -125,9 +118,10 @@ class MotlabLM(TemplateLM):
     ) -> None:
         super().__init__()
         if unknown:
+            valid = list(inspect.signature(MotlabLM.__init__).parameters)[1:-1]
             raise ValueError(
-                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; valid: "
-                "checkpoint, tokenizer, data, filler, filler_pool, seed, device, eot_token"
+                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(valid)}"
             )
         if checkpoint is None:
             raise ValueError("the motlab backend needs a checkpoint: --model_args checkpoint=PATH")
@@ -149,7 +143,7 @@ class MotlabLM(TemplateLM):
                 f"filler_pool={filler_pool} windows cannot fill the {self.group_size - 1} other "
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
-        saved = _checkpoint_data_hparams(path)
+        saved = read_data_config(path)
         self.tokenizer_source = str(
             tokenizer or (saved.get("tokenizer") if _usable(saved.get("tokenizer")) else "gpt2")
         )

@@ -37,6 +37,9 @@ import torch.nn.functional as F
 from motlab.eval.filler_pool import FillerPool
 from motlab.model import GPT
 
+DEFAULT_BATCH_SIZE = 16
+"""Requests per forward pass when none is given (R · G rows for group size G)."""
+
 LENGTH_BUCKET = 16
 """Padded lengths are multiples of this (or ``seq_len``): little padding, few distinct shapes."""
 

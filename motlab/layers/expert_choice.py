@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts, top_k_expert_size
-from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
+from motlab.layers.registry import (
+    FFNConfig,
+    FFNLayer,
+    LayerCost,
+    check_group_multiple,
+    register_variant,
+)
 
 
 @dataclass
@@ -86,11 +92,7 @@ class ExpertChoice(FFNLayer):
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
         B, T, D = x_BTD.shape
         G, E, C = self.group_size, self.experts.n_experts, self.c
-        if B % G:
-            raise ValueError(
-                f"expert choice groups the batch in groups of group_size={G}, but got a batch "
-                f"of {B}: use a batch size that is a multiple of {G} (data.batch_size)"
-            )
+        check_group_multiple(B, G, "expert choice")
         Q = B // G
         x_QGTD = x_BTD.view(Q, G, T, D)
         scores_QGTE = torch.softmax(self.experts.router_logits(x_QGTD), dim=-1)  # over experts

@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts
-from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
+from motlab.layers.registry import (
+    FFNConfig,
+    FFNLayer,
+    LayerCost,
+    check_group_multiple,
+    register_variant,
+)
 
 
 @dataclass
@@ -66,9 +72,14 @@ class MoTConfig(FFNConfig):
 
 
 class MoT(FFNLayer):
-    """Mixture of Tokens feed-forward layer: x (B, T, D) → (B, T, D)."""
+    """Mixture of Tokens feed-forward layer: x (B, T, D) → (B, T, D).
+
+    Evaluation mode ``discrete``: argmax routing (each expert takes exactly one token of its
+    group, weight 1), the τ → 0 diagnostic; ``MoTConfig.discrete`` trains in it.
+    """
 
     cfg: MoTConfig
+    EVAL_MODES = ("discrete",)
 
     def __init__(self, d_model: int, d_ff: int, cfg: MoTConfig) -> None:
         super().__init__(d_model, d_ff, cfg)
@@ -82,6 +93,15 @@ class MoT(FFNLayer):
         else:
             self.register_buffer("log_temperature", log_tau)
 
+    @property
+    def mode(self) -> str | None:
+        return "discrete" if self.discrete else None
+
+    def set_mode(self, mode: str | None) -> None:
+        if mode not in (None, *self.EVAL_MODES):
+            raise self._unknown_mode(mode)
+        self.discrete = mode == "discrete"
+
     def groups(self, x_BTD: Tensor) -> Tensor:
         """(B, T, D) → (R, G, D): group t·Q + i is examples i·G … i·G + G − 1 at position t.
 
@@ -92,12 +112,8 @@ class MoT(FFNLayer):
         """
         B, T, D = x_BTD.shape
         G = self.group_size
-        if B % G:
-            raise ValueError(
-                f"MoT groups the batch in groups of group_size={G}, but got a batch of {B}: "
-                f"use a batch size that is a multiple of {G} (data.batch_size), or pad the batch "
-                "with filler sequences (motlab.generate does this)"
-            )
+        hint = ", or fill the batch up with filler rows (motlab.generate does)"
+        check_group_multiple(B, G, "MoT", hint=hint)
         return x_BTD.transpose(0, 1).reshape(T * (B // G), G, D)
 
     def merge_weights(self, x_RGD: Tensor) -> tuple[Tensor, Tensor]:
@@ -132,12 +148,10 @@ class MoT(FFNLayer):
     @torch.no_grad()
     def _stats(self, weights_RGE: Tensor, logits_RGE: Tensor) -> dict[str, Tensor]:
         """Merge-weight entropy normalised by log G (1 = uniform mix, 0 = one token), logits."""
-        w = weights_RGE.detach().float()
-        entropy_RE = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
-        norm = math.log(self.group_size) if self.group_size > 1 else 1.0
+        entropy_RE = group_entropy(weights_RGE.detach(), dim=1)
         logits = logits_RGE.detach()
         return {
-            "merge_entropy": entropy_RE.mean() / norm,
+            "merge_entropy": entropy_RE.mean() / entropy_norm(self.group_size),
             "router_logits_mean": logits.mean(),
             "router_logits_std": logits.std(),
             "temperature": self.log_temperature.detach().float().exp(),
@@ -152,13 +166,39 @@ class MoT(FFNLayer):
 
     @torch.no_grad()
     def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
-        """``merge_weights`` (Q, G, T, E): the weights summing to 1 over G, recomputed from the
-        layer's input with :meth:`merge_weights`."""
+        """The merge weights and their entropy, recomputed from the layer's input with
+        :meth:`merge_weights`:
+
+        * ``merge_weights`` (Q, G, T, E), float32: the weight of example i·G + g at position t
+          for expert e; they sum to 1 over G;
+        * ``entropy`` (Q, T, E): their entropy over G divided by log G (1 = uniform mix, 0 =
+          one token; its mean is the ``merge_entropy`` the layer logs);
+        * ``entropy_per_expert`` (E,) and ``entropy_per_position`` (T,): its means.
+        """
         B, T, _ = x_BTD.shape
         G = self.group_size
         weights_RGE, _ = self.merge_weights(self.groups(x_BTD))
         # Group t·Q + i holds examples i·G … at position t.
-        return {"merge_weights": weights_RGE.view(T, B // G, G, -1).permute(1, 2, 0, 3)}
+        weights_QGTE = weights_RGE.float().view(T, B // G, G, -1).permute(1, 2, 0, 3)
+        entropy_QTE = group_entropy(weights_QGTE, dim=1) / entropy_norm(G)
+        return {
+            "merge_weights": weights_QGTE,
+            "entropy": entropy_QTE,
+            "entropy_per_expert": entropy_QTE.mean(dim=(0, 1)),
+            "entropy_per_position": entropy_QTE.mean(dim=(0, 2)),
+        }
+
+
+def group_entropy(weights: Tensor, dim: int) -> Tensor:
+    """Entropy (nats, float32) of merge weights over the group axis ``dim``."""
+    w = weights.float()
+    return -(w * w.clamp_min(1e-20).log()).sum(dim=dim)
+
+
+def entropy_norm(group_size: int) -> float:
+    """log G, the entropy of a uniform mix of G tokens (1 for G = 1): entropy over it is in
+    [0, 1]."""
+    return math.log(group_size) if group_size > 1 else 1.0
 
 
 register_variant("mot", MoTConfig, MoT)

@@ -134,13 +134,16 @@ class TokenChoice(FFNLayer):
 
     @torch.no_grad()
     def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
-        """``requested_per_expert`` (E,): the router's top-k choices before capacity, beside
-        ``tokens_per_expert`` and ``dropped_fraction`` after it (the layer's own statistics)."""
+        """``requested_per_expert`` (E,): the router's top-k choices before capacity, and
+        ``load_fraction`` (E,), each expert's share of them; beside ``tokens_per_expert`` and
+        ``dropped_fraction`` after capacity (the layer's own statistics)."""
         E, K = self.experts.n_experts, self.cfg.top_k
         logits_NE = self.experts.router_logits(x_BTD.reshape(-1, x_BTD.shape[-1]))
         choice_NK = logits_NE.topk(K, dim=-1).indices  # softmax keeps the order
+        requested_E = torch.bincount(choice_NK.reshape(-1), minlength=E)
         return {
-            "requested_per_expert": torch.bincount(choice_NK.reshape(-1), minlength=E),
+            "requested_per_expert": requested_E,
+            "load_fraction": requested_E / requested_E.sum().clamp_min(1),
             "tokens_per_expert": aux.stats["tokens_per_expert"],
             "dropped_fraction": aux.stats["dropped_fraction"],
         }

@@ -177,6 +177,13 @@ def test_bad_model_args_fail_before_any_work(mot_checkpoint, tmp_path):
     ckpt = str(mot_checkpoint)
     with pytest.raises(ValueError, match="unknown model_args for the motlab backend: pretrained"):
         MotlabLM(checkpoint=ckpt, pretrained="gpt2")
+    with pytest.raises(ValueError) as unknown:
+        MotlabLM(checkpoint=ckpt, pretrained="gpt2")
+    named = str(unknown.value).split("; valid: ")[1].split(", ")
+    assert named == [
+        "checkpoint", "tokenizer", "data", "filler", "filler_pool", "seed", "batch_size",
+        "max_batch_size", "device", "eot_token",
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="unknown filler 'noise'; valid: c4, random"):
         MotlabLM(checkpoint=ckpt, filler="noise")
     with pytest.raises(ValueError, match="'auto' is not supported"):
