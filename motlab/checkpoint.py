@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from motlab.config import GPTConfig
+from motlab.layers.registry import Capacity
 from motlab.model import GPT
 from motlab.rundir import find_resume_checkpoint
 
@@ -244,10 +245,29 @@ def _short(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + more
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", capacity: Capacity = "dropless"
+) -> GPT:
     """The GPT stored at ``path`` (a checkpoint file, or an experiment directory such as
-    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``."""
+    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``.
+
+    Set for inference: token-choice layers run at ``capacity``, by default dropless, so a row's
+    logits do not depend on the rest of the batch; ``"training"`` keeps the training capacity
+    (:mod:`motlab.inference`)."""
+    from motlab.inference import set_capacity
+
     saved = read_saved_net(path)
     model = GPT(GPTConfig.from_dict(saved.config))
     model.load_state_dict(saved.state)
+    set_capacity(model, capacity)
     return model.to(map_location).eval()
+
+
+def resolves_here(source: Any) -> bool:
+    """Whether a saved tokenizer or data source still resolves on this machine (a hub name, or
+    a path that exists)."""
+    from motlab.data.tokenizer import looks_like_path
+
+    if not source or not isinstance(source, str):
+        return False
+    return not looks_like_path(source) or Path(source).expanduser().exists()
