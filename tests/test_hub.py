@@ -109,7 +109,9 @@ def test_a_slow_hub_is_waited_for_or_named_in_seconds(start_hub, tmp_path) -> No
     """A hub that takes 0.5 s to answer each request: with a timeout above that, training
     starts; below it, the up-front check says in seconds that the hub is too slow (a TCP
     connect alone would pass, and the clients would retry for minutes)."""
-    hub = start_hub("--max-records", "5", "--latency", "0.5")
+    # 100 records a file: the first file fills the shuffle buffer, so that the patient run
+    # makes a dozen requests (each 0.5 s late), not the 50 of reading every file many times.
+    hub = start_hub("--max-records", "100", "--latency", "0.5")
     results, _ = run_cases(
         hub,
         tmp_path,

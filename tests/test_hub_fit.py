@@ -183,7 +183,11 @@ def test_ddp_ranks_and_loader_workers_read_disjoint_hub_files(
     assert code == 0, output[-4000:]
     files = local_c4_files(str(c4_dir), "en", "train")
     names = [Path(f.name).name for f in files]
-    first = {s: names[assign_files(len(files), s, 4, 0, 42, True)[0].file] for s in range(4)}
+    dealt = [assign_files(len(files), s, 4, 0, 42, True) for s in range(4)]
+    # Every file to exactly one stream, whole: none read twice, none left to nobody.
+    assert sorted(t.file for tasks in dealt for t in tasks) == list(range(len(files)))
+    assert all(t.stride == 1 for tasks in dealt for t in tasks)
+    first = {s: names[dealt[s][0].file] for s in range(4)}
     # Each stream's first file once; the first file of the split once more per rank (the
     # check of its first records before training).
     expected = Counter(first.values()) + Counter({names[0]: 2})

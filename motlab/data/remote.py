@@ -71,9 +71,11 @@ class RetryPolicy:
     """Seconds to wait for a connection or for the next bytes before counting a failure."""
 
     def __post_init__(self) -> None:
-        for name in ("retries", "backoff", "backoff_max", "timeout"):
-            if getattr(self, name) < 0 or (name == "timeout" and self.timeout == 0):
-                raise ValueError(f"--data.hub_{name} must be > 0, got {getattr(self, name)}")
+        for name in ("retries", "backoff", "backoff_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--data.hub_{name} must be >= 0, got {getattr(self, name)}")
+        if self.timeout <= 0:
+            raise ValueError(f"--data.hub_timeout must be > 0, got {self.timeout}")
 
     def wait(self, failure: int, retry_after: float | None = None) -> float:
         """Seconds to wait after the ``failure``-th failure in a row: exponential, with jitter
