@@ -2,11 +2,12 @@
 and GPT-2's tokenizer streamed from a hub (the local one, ``tests/hubserver``, through
 ``HF_ENDPOINT``; no ``--data.path``, no ``--data.tokenizer``), end to end.
 
-One uninterrupted run, and the same run stopped by Ctrl-C, resumed, cut off by the hub going
-down for good (the run saves its last finished step and ends with an ``error:`` block), and
-resumed once the hub is back: the chained run ends with the uninterrupted run's weights and
-losses. Then ``motlab zeroshot`` on the hub's C4 filler, and two DDP ranks x two loader
-workers reading disjoint files. Every run is a ``motlab`` process (the hub's clients read
+One uninterrupted run through network faults (resets, 503s, bodies cut short), and the same
+run on a hub without faults, stopped by Ctrl-C, resumed, cut off by the hub going down for
+good (the run saves its last finished step and ends with an ``error:`` block), and resumed
+once the hub is back: the chained run ends with the uninterrupted run's weights and losses.
+Then ``motlab zeroshot`` on the hub's C4 filler, and two DDP ranks x two loader workers
+reading disjoint files. Every run is a ``motlab`` process (the hub's clients read
 ``HF_ENDPOINT`` on import) with a fresh Hugging Face cache.
 """
 
@@ -39,6 +40,10 @@ FIT = [
     "--trainer.enable_progress_bar=false",
 ]
 SIGNAL = "--trainer.callbacks+=signals.SignalAt"
+FAULTS = "reset:0.1,status:503:0.1,truncate:0.1"
+"""What the uninterrupted run meets (with 8 retries, enough for any run of faults it meets):
+the chained run, on a hub without faults, must still end with its weights."""
+RETRY = re.compile(r"^hf://datasets/allenai/c4@\w+/en/\S+, byte \d+.*; retry (\d)/(\d) in", re.M)
 
 
 def scalars(run: Path, tag: str) -> dict[int, float]:
@@ -64,7 +69,10 @@ def runs(start_hub, tmp_path_factory) -> dict:
     env = hub_env(hub.url, root / "hf")
     out: dict = {"root": root}
     (root / "straight").mkdir()
-    out["straight"] = motlab(FIT, env, root / "straight")
+    hub.set_faults(FAULTS, seed=1)  # the uninterrupted run meets network faults
+    out["straight"] = motlab([*FIT, "--data.hub_retries", "8"], env, root / "straight")
+    out["straight_faults"] = hub.faults()
+    hub.set_faults("")
     out["straight_log"] = hub.log()
 
     chained = root / "chained"
@@ -96,9 +104,23 @@ def test_fit_trains_on_the_hub_by_default(runs) -> None:
     assert saved_step(run / "checkpoints/last.ckpt") == STEPS
 
 
+def test_fit_on_the_hub_rides_out_network_faults(runs) -> None:
+    """The uninterrupted run met resets, 503s and bodies cut short (in its loader worker and
+    in validation), each retried and logged once, and trained on; that it trained on the
+    fault-free stream is the test below (its weights equal those of a run without faults)."""
+    assert runs["straight"].returncode == 0, runs["straight"].stderr[-4000:]
+    injected = runs["straight_faults"]["total"]
+    assert sum(injected.values()) >= 3 and len(injected) >= 2, injected
+    retries = RETRY.findall(runs["straight"].stderr)
+    assert all(budget == "8" for _, budget in retries)
+    # A fault injected into a body the run was still reading when it ended is not met.
+    assert 3 <= len(retries) <= sum(injected.values()), (retries, injected)
+
+
 def test_a_stopped_run_on_the_hub_resumes_exactly(runs) -> None:
     """Ctrl-C after step 2 saved that step; the chained run (resumed, cut off by the hub, and
-    resumed again) ends with the uninterrupted run's weights and logged the same losses."""
+    resumed again, without network faults) ends with the weights of the uninterrupted run
+    (which met network faults) and logged the same losses."""
     assert runs["stopped"].returncode == 130, runs["stopped"].stderr[-4000:]
     assert runs["stopped_step"] == 2
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-4000:]
@@ -130,10 +152,7 @@ def test_a_hub_down_for_good_saves_the_last_step_and_ends_with_an_error(runs) ->
         rf"cannot read hf://datasets/allenai/c4@\w+/en/c4-\S+ from the hub at {url}", block
     )
     assert "Connection refused" in block and "after 2 retries" in block
-    retries = re.findall(
-        r"^hf://datasets/allenai/c4@\w+/en/\S+, byte \d+.*retry \d/2 in", err, re.M
-    )
-    assert len(retries) == 2
+    assert RETRY.findall(err) == [("1", "2"), ("2", "2")]
 
 
 def test_zeroshot_draws_its_c4_filler_from_the_hub(runs, tmp_path) -> None:
