@@ -85,7 +85,8 @@ def runs(start_hub, tmp_path_factory) -> dict:
     down += ["--trainer.callbacks.pid", str(hub.proc.pid)]  # the hub goes down for good
     out["failed"] = motlab([*FIT, "--ckpt_path", "last", *down], env, chained)
     out["failed_step"] = saved_step(chained / "runs/mot/version_0/checkpoints/last.ckpt")
-    hub = hub.restart()  # the hub is back
+    hub.stop()
+    hub = start_hub(*hub.args, port=hub.port)  # the hub is back (and stopped after the tests)
     out["resumed"] = motlab([*FIT, "--ckpt_path", "last"], env, chained)
     out["hub"] = hub
     return out
