@@ -10,8 +10,7 @@ import os
 
 from tokenizers import Tokenizer
 
-from motlab import hub
-from motlab.hub import HubUnreachableError, connection_errors, probe_hub
+from motlab.hub import HubUnreachableError, check_repo, connection_errors, probe_hub
 
 TOKENIZER_HINT = (
     "Pass a local file with `--data.tokenizer PATH/tokenizer.json` (and local data with "
@@ -70,7 +69,7 @@ def _from_hub(name: str, timeout: float = 30.0) -> Tokenizer:
                 + TOKENIZER_HINT
             ) from e
     if reason is None:
-        hub.check_repo(name, "model", "--data.tokenizer", timeout, TOKENIZER_HINT)
+        check_repo(name, "model", "--data.tokenizer", timeout, TOKENIZER_HINT)
     try:
         # In offline mode this reads the local hub cache or fails at once.
         return Tokenizer.from_pretrained(name)
