@@ -64,6 +64,7 @@ from motlab.callbacks import (
 from motlab.checkpoint import config_to_dict, newest_intact_checkpoint, read_net_config
 from motlab.checkpoint_io import with_durable_io
 from motlab.config import GPTConfig
+from motlab.hub import HubUnreachableError
 from motlab.lit import LitLM
 from motlab.rundir import (
     RESUME_OR_START,
@@ -418,6 +419,8 @@ def _motlab_cause(error: BaseException) -> BaseException | None:
     torch or Lightning are bugs or runtime failures whose traceback is the useful part."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, HubUnreachableError):
+            return seen  # motlab's own, also when torch re-raises it from a loader worker
         tb = seen.__traceback__
         if isinstance(seen, USER_ERRORS) and tb is not None:
             while tb.tb_next is not None:

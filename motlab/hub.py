@@ -4,6 +4,11 @@
 should instead say within seconds that it cannot reach the hub and what to use instead. The
 probe is a TCP connect with a short timeout, skipped where the user switched the hub off (the
 answer is known) or sits behind an HTTP proxy (a direct connection says nothing).
+
+A hub that accepts connections may still answer slowly, refuse access or lack the repository:
+:func:`check_repo` asks for the repository's info over HTTP within a timeout, and
+:func:`translate` turns what the hub's clients raise into one motlab error that says what to
+do (wait longer, log in, or fix a misspelt name).
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from urllib.parse import urlparse
 
 class HubUnreachableError(ConnectionError):
     """The Hugging Face hub cannot be reached (offline mode, no network, or a failed request)."""
+
+
+class HubAccessError(HubUnreachableError):
+    """The hub refused access (401/403): a gated or private repository, and no login for it."""
 
 
 def hub_offline() -> bool:
@@ -62,9 +71,92 @@ def connection_errors() -> tuple[type[BaseException], ...]:
         errors += [LocalEntryNotFoundError, OfflineModeIsEnabled]
     except ImportError:  # pragma: no cover - older huggingface_hub
         pass
-    for module, name in (("httpx", "TransportError"), ("requests", "ConnectionError")):
+    for module, name in (
+        ("httpx", "TransportError"),  # huggingface_hub 1.x
+        ("httpx2", "TransportError"),  # huggingface_hub 2.x
+        ("requests", "ConnectionError"),  # huggingface_hub < 1
+    ):
         try:
             errors.append(getattr(__import__(module), name))
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
+
+
+LOGIN_HINT = (
+    "log in with `huggingface-cli login` (or set HF_TOKEN to a token with access), after "
+    "accepting its terms on its hub page if it is gated"
+)
+
+
+def endpoint() -> str:
+    """The hub the clients talk to: ``HF_ENDPOINT``, or the public hub."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def explain(error: BaseException, what: str, option: str, timeout: float | None = None) -> str:
+    """Why the hub did not serve ``what`` (e.g. ``"dataset 'allenai/c4'"``), for the user: a
+    hub too slow to answer, 401/403 (gated or private: log in), or 404 (a misspelt ``option``).
+    The hub answers 401 for a repository that does not exist too when nobody is logged in."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    where = f"the hub at {endpoint()}"
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if "Timeout" in type(error).__name__:
+        slow = f"within {timeout:g} s" if timeout else "in time"
+        return (
+            f"{where} did not answer {slow} when asked for {what} ({type(error).__name__}): "
+            "it is overloaded or the network is slow. Try again later, or wait longer with "
+            "--data.hub_timeout"
+        )
+    if isinstance(error, GatedRepoError) or status == 403:
+        token = "the token sent has no access to it; " if status == 403 else ""
+        return (
+            f"{where} refused access to {what} (HTTP {status}, gated or private): "
+            f"{token}{LOGIN_HINT}"
+        )
+    if isinstance(error, RepositoryNotFoundError) or status == 404:
+        private = f"; if it is private, {LOGIN_HINT}" if status == 401 else ""
+        return f"{where} has no {what} (HTTP {status}): check {option}{private}"
+    if status == 401:
+        return f"{where} refused access to {what} (HTTP 401): {LOGIN_HINT}"
+    lines = str(error).strip().splitlines()
+    return f"{where} could not serve {what}: {lines[0] if lines else type(error).__name__}"
+
+
+def translate(
+    error: BaseException, what: str, option: str, timeout: float | None = None, hint: str = ""
+) -> OSError | None:
+    """The motlab error for a hub client's ``error``, or None if it is not about the hub:
+    :class:`HubAccessError` (401/403), ``FileNotFoundError`` (no such repository: ``option``),
+    :class:`HubUnreachableError` (slow, down or failing; ``hint`` says what to use instead)."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    message = explain(error, what, option, timeout)
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, GatedRepoError) or status == 403:
+        return HubAccessError(message)
+    if isinstance(error, RepositoryNotFoundError) or status == 404:
+        return FileNotFoundError(message)
+    if status == 401:
+        return HubAccessError(message)
+    if isinstance(error, (HfHubHTTPError, *connection_errors())):
+        return HubUnreachableError(f"{message}. {hint}".strip())
+    return None
+
+
+def check_repo(repo_id: str, repo_type: str, option: str, timeout: float, hint: str = "") -> None:
+    """Ask the hub for ``repo_id``'s info within ``timeout`` seconds (a TCP connect says nothing
+    about a hub that accepts connections but answers slowly or not at all); raise the error of
+    :func:`translate` if it is slow, refuses access or has no such repository."""
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().repo_info(repo_id, repo_type=repo_type, timeout=timeout)
+    except Exception as e:
+        error = translate(e, f"{repo_type} {repo_id!r}", option, timeout, hint)
+        if error is None:
+            raise
+        raise error from e

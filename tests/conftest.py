@@ -90,3 +90,22 @@ def lightning_messages():
         yield messages
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def start_hub(c4_dir: Path, tokenizer_path: Path):
+    """``start_hub(*server_flags) -> LocalHub``: the local hub (``python -m tests.hubserver``)
+    serving the C4 sample as ``allenai/c4`` and the GPT-2 tokenizer as ``gpt2``; every hub
+    started is stopped at the end of the test module."""
+    from local_hub import LocalHub
+
+    hubs: list[LocalHub] = []
+
+    def start(*flags: str, port: int = 0) -> LocalHub:
+        hub = LocalHub(c4_dir, tokenizer_path.parent, *flags, port=port)
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        hub.stop()

@@ -1,4 +1,6 @@
-"""The notebooks run top to bottom on the local C4 sample (nbclient, no network).
+"""The notebooks run top to bottom (nbclient): on the default path, C4 and the tokenizer from
+a hub (the local one, ``tests/hubserver``, through ``HF_ENDPOINT``: only 127.0.0.1 is
+reached), and, marked slow, on the local C4 sample with the hub switched off.
 
 Each notebook trains tiny models through ``motlab fit`` (in-process), so these are the slowest
 tests of the suite (about a minute each on two cores); runs go to a temporary directory.
@@ -12,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from local_hub import hub_env
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -51,15 +54,25 @@ def committed_without_outputs(nb) -> bool:
     )
 
 
+@pytest.mark.parametrize("source", ["hub", pytest.param("local", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_routing.ipynb"])
-def test_notebook_runs(name, tmp_path, monkeypatch, c4_dir, tokenizer_path, tbruns):
+def test_notebook_runs(
+    name, source, tmp_path, monkeypatch, c4_dir, tokenizer_path, tbruns, start_hub
+):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert committed_without_outputs(nb), f"{name}: strip outputs before committing"
-    monkeypatch.setenv("MOTLAB_DATA", str(c4_dir))
-    monkeypatch.setenv("MOTLAB_TOKENIZER", str(tokenizer_path))
+    if source == "hub":  # MOTLAB_DATA / MOTLAB_TOKENIZER unset: allenai/c4 and gpt2
+        hub = start_hub()
+        for key, value in hub_env(hub.url, tmp_path / "hf").items():
+            monkeypatch.setenv(key, value)
+        for key in ("MOTLAB_DATA", "MOTLAB_TOKENIZER", "HF_TOKEN"):
+            monkeypatch.delenv(key, raising=False)
+    else:
+        monkeypatch.setenv("MOTLAB_DATA", str(c4_dir))
+        monkeypatch.setenv("MOTLAB_TOKENIZER", str(tokenizer_path))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("MOTLAB_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.delenv("MOTLAB_CHECKPOINT", raising=False)
     seed_earlier_runs(tmp_path / "runs", tbruns)
     client = nbclient.NotebookClient(
@@ -86,3 +99,9 @@ def test_notebook_runs(name, tmp_path, monkeypatch, c4_dir, tokenizer_path, tbru
         assert "left out version_0" in text  # and the notebook says so
     else:
         assert re.search(r"checkpoint: .*mot/version_10/checkpoints/last\.ckpt", text)
+    if source == "hub":
+        assert "data: allenai/c4 from the Hugging Face hub" in text
+        requested = {r["path"] for r in hub.log()}
+        assert "/gpt2/resolve/main/tokenizer.json" in requested
+        assert any("/en/c4-train." in p for p in requested)
+        assert any("/en/c4-validation." in p for p in requested)

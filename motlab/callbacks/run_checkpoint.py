@@ -6,8 +6,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 from motlab.clock import StepClock
+from motlab.hub import HubUnreachableError
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -53,6 +55,22 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_last_now(trainer)  # training that ended otherwise (max_epochs, max_time)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, HubUnreachableError) and trainer.world_size == 1:
+            # The data stream gave up on the hub (past --data.hub_retries) while fetching the
+            # next batch: the model, optimiser and data position are those after the last
+            # finished step, so last.ckpt saved now resumes exactly once the hub is back. (With
+            # several ranks the others are inside a step and a save would wait on them.)
+            self.save_last_now(trainer)
+            if self.last_model_path:
+                rank_zero_info(
+                    f"saved step {trainer.global_step} to {self.last_model_path}; once the hub "
+                    "answers again, resume with --ckpt_path last"
+                )
+        super().on_exception(trainer, pl_module, exception)
 
     def save_last_now(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` now, unless this step is saved already."""

@@ -1,9 +1,10 @@
 """Data pipeline: C4 (hub, local copy or globs) -> tokenized, packed, resumable batches.
 
 ``from motlab.data import C4DataModule`` is the entry point; the submodules each do one job:
-``sources`` (files and the hub), ``tokenizer``, ``sharding`` (who reads what), ``shuffle``,
-``packing`` (windows), ``stream`` (the resumable dataset), ``loader`` (checkpoint-exact loader)
-and ``module`` (the LightningDataModule).
+``sources`` (files and the hub), ``remote`` (hub files over HTTP through network faults),
+``tokenizer``, ``sharding`` (who reads what), ``shuffle``, ``packing`` (windows), ``stream``
+(the resumable dataset), ``loader`` (checkpoint-exact loader) and ``module`` (the
+LightningDataModule).
 """
 
 from motlab.data.module import C4DataModule

@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from motlab.data.loader import ResumableLoader, find_stream_states
+from motlab.data.remote import RetryPolicy
 from motlab.data.sharding import split_note, world_info
 from motlab.data.sources import (
     DocFile,
@@ -41,7 +42,16 @@ class C4DataModule(pl.LightningDataModule):
     """Streams documents, tokenizes them in batches and packs them into windows, resumably.
 
     Sources, by priority: explicit ``train_files``/``val_files`` globs; ``path``, a local copy of
-    C4's layout; else the hub dataset ``hub_dataset``/``hub_config``, streamed with ``datasets``.
+    C4's layout; else the hub dataset ``hub_dataset``/``hub_config`` (:mod:`.sources`).
+
+    Hub and local copy give the same stream: ``datasets`` lists a split's hub files sorted by
+    path, as the local glob is, and each JSON-lines file (C4's) is read over HTTP by the same
+    parser as a local one, record by record from its start (:mod:`.remote`), so file order,
+    record order and record numbers agree and a run on the hub equals a run on a local copy of
+    the same files. Network faults do not change it: a read resumes at the byte where it was
+    cut. (Formats other than JSON lines are streamed through ``datasets``, one file per shard,
+    also in file order.) The retry settings ``hub_*`` are not part of the stream's state: they
+    can change between a run and its resume.
 
     Attributes available right after ``__init__``: ``tokenizer`` (a ``tokenizers.Tokenizer``),
     ``vocab_size`` and ``eot_id``.
@@ -69,6 +79,13 @@ class C4DataModule(pl.LightningDataModule):
         encode_docs: Documents per ``encode_batch`` call.
         restore_state: Resume the data stream from checkpoints (exactly where it stopped). False
             starts it afresh (change ``seed`` too, or the run repeats its first data).
+        hub_retries: Network faults in a row (resets, timeouts, bodies cut short, HTTP 408,
+            429 and 5xx), without a byte of progress, that reading a hub file retries before
+            the run saves its last finished step to ``last.ckpt`` and ends with an error.
+        hub_backoff: Seconds before the first retry; doubled for each further fault in a row.
+        hub_backoff_max: Longest wait before a retry, a server's ``Retry-After`` included.
+        hub_timeout: Seconds to wait for the hub to answer, or for the next bytes of a file,
+            before counting it as a fault (and for the checks before training).
         global_rank: Override this process's rank (normally taken from the trainer).
         world_size: Override the number of ranks (normally taken from the trainer).
     """
@@ -91,6 +108,10 @@ class C4DataModule(pl.LightningDataModule):
         eot_token: str = "<|endoftext|>",
         encode_docs: int = 64,
         restore_state: bool = True,
+        hub_retries: int = 10,
+        hub_backoff: float = 1.0,
+        hub_backoff_max: float = 60.0,
+        hub_timeout: float = 30.0,
         global_rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
@@ -121,6 +142,8 @@ class C4DataModule(pl.LightningDataModule):
         self.text_field = text_field
         self.encode_docs = encode_docs
         self.restore_state = restore_state
+        self.retry_policy = RetryPolicy(hub_retries, hub_backoff, hub_backoff_max, hub_timeout)
+        """How reading hub files rides out network faults (:mod:`motlab.data.remote`)."""
         self._rank_override = global_rank
         self._world_override = world_size
 
@@ -128,7 +151,7 @@ class C4DataModule(pl.LightningDataModule):
             # Workers tokenize single-threaded; keep the main process (validation set) from
             # starting the tokenizer's thread pool, which would make every later fork warn.
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer, timeout=hub_timeout)
         self.eot_id: int = token_id(self.tokenizer, eot_token)
         """Id of the end-of-text token that separates documents."""
         self.vocab_size: int = self.tokenizer.get_vocab_size(with_added_tokens=True)
@@ -159,7 +182,14 @@ class C4DataModule(pl.LightningDataModule):
         sources = (config.get("path"), config.get("train_files"), config.get("val_files"))
         if cls.needs_hub(*sources):
             dataset = config.get("hub_dataset", "allenai/c4")
-            check_streamable(dataset, config.get("hub_config", "en"), "train")
+            defaults = RetryPolicy()
+            policy = RetryPolicy(
+                *(
+                    config.get(f"hub_{key}", getattr(defaults, key))
+                    for key in ("retries", "backoff", "backoff_max", "timeout")
+                )
+            )
+            check_streamable(dataset, config.get("hub_config", "en"), "train", policy)
 
     def _resolve(self, split: str) -> list[DocFile]:
         explicit = self.train_files if split == "train" else self.val_files
@@ -172,7 +202,7 @@ class C4DataModule(pl.LightningDataModule):
             raise ValueError(
                 f"--data.{split}_files is not set and there is no --data.path: set it{hint}"
             )
-        return hub_files(self.hub_dataset, self.hub_config, SPLITS[split])
+        return hub_files(self.hub_dataset, self.hub_config, SPLITS[split], self.retry_policy)
 
     def setup(self, stage: str | None = None) -> None:
         """Find this process's rank and the data files; fails here (before training) if the

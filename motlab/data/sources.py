@@ -9,14 +9,24 @@ skips records, which costs reading but no tokenizing.
 Local JSON lines are read with ``gzip`` + ``json`` from the standard library rather than through
 ``datasets``: it is faster than the tokenizer by two orders of magnitude, gives line numbers for
 malformed records (``datasets`` fails the whole file on one bad line), and lets a stream parse
-only the records it keeps. The hub is always streamed through ``datasets``
-(``load_dataset(..., streaming=True)``), one file per :class:`HubShard`.
+only the records it keeps.
+
+The hub: ``datasets`` resolves which files make a split (``load_dataset_builder``: the dataset
+card's ``configs``, the repository's listing, pinned to one commit). JSON-lines files (C4's
+``*.json.gz``) are then read as local ones are, over HTTP, by :class:`HubJsonLinesFile`
+(:mod:`motlab.data.remote`: every byte in order through network faults, with retries motlab
+logs and a user sets). Files and records therefore come in the same order, with the same
+record numbers, as from a local copy of the same files. Other formats are streamed through
+``datasets`` (``as_streaming_dataset``), one :class:`HubShard` per file, with the retries of
+``datasets`` and ``huggingface_hub``.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
+import io
 import json
 import os
 from collections import Counter
@@ -27,6 +37,7 @@ from typing import IO, Any
 
 from motlab import hub
 from motlab.data.damaged import check_error, is_damage
+from motlab.data.remote import HubStream, RetryPolicy
 from motlab.hub import HubUnreachableError
 
 Record = tuple[int, str | None, str | None]
@@ -101,6 +112,8 @@ class JsonLinesFile(DocFile):
         try:
             with self._open() as f:
                 sample.extend(islice(self._parsed(f), CHECK_RECORDS))
+        except HubUnreachableError:
+            raise  # names the file, the hub and what failed already; not a damaged file
         except Exception as e:
             if not is_damage(e):
                 raise
@@ -169,6 +182,48 @@ def _starts_with_bracket(f: IO[bytes]) -> bool:
     head = f.read(4096).lstrip()
     f.seek(0)
     return head[:1] == b"["
+
+
+@dataclass(frozen=True)
+class HubJsonLinesFile(JsonLinesFile):
+    """A JSON-lines file (optionally gzipped) of a hub dataset, read over HTTP.
+
+    ``name`` is its ``hf://datasets/REPO@COMMIT/PATH`` path (what messages show), ``url`` the
+    URL its bytes are fetched from; a network fault resumes at the byte where it struck
+    (:class:`~motlab.data.remote.HubStream`). Records are those of the same file read locally.
+    """
+
+    url: str = ""
+    policy: RetryPolicy = RetryPolicy()
+    checked: bool = False
+    """Whether :meth:`check` reads the file's first records (:func:`hub_files` sets it for the
+    first file of a split only: a request for each of C4's 1024 files would delay every start
+    by minutes)."""
+
+    def _open(self) -> IO[bytes]:
+        raw = io.BufferedReader(HubStream(self.name, self.url, self.policy), 1 << 20)
+        if self.name.endswith(".gz"):
+            return _GzipOwning(raw)
+        return raw
+
+    def check(self, text_field: str) -> None:
+        if self.checked:
+            super().check(text_field)
+
+
+class _GzipOwning(gzip.GzipFile):
+    """A ``GzipFile`` over a file object that it closes with itself (``GzipFile`` leaves a
+    file object it was given open, and with it the HTTP response)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 @dataclass(frozen=True)
@@ -305,27 +360,76 @@ def local_c4_files(path: str, config: str, split: str) -> list[DocFile]:
     )
 
 
-def check_streamable(dataset: str, config: str, split: str) -> None:
-    """Raise :class:`HubUnreachableError` within seconds if ``dataset`` cannot be streamed
-    (:func:`motlab.hub.check_hub`, saying what to use instead)."""
-    hub.check_hub(
-        f"stream {dataset!r} (config {config!r}, split {split!r})",
-        OFFLINE_HINT.format(config=config),
-    )
+def check_streamable(
+    dataset: str, config: str, split: str, policy: RetryPolicy | None = None
+) -> None:
+    """Raise within seconds if ``dataset``/``config`` cannot be streamed: no connection to the
+    hub (:class:`HubUnreachableError`), a hub that does not answer within ``policy.timeout``,
+    refuses access (401/403: :class:`~motlab.hub.HubAccessError`, log in), or has no such
+    dataset (``FileNotFoundError`` naming ``--data.hub_dataset``) or config (``ValueError``
+    naming ``--data.hub_config``)."""
+    policy = policy or RetryPolicy()
+    hint = OFFLINE_HINT.format(config=config)
+    hub.check_hub(f"stream {dataset!r} (config {config!r}, split {split!r})", hint)
+    hub.check_repo(dataset, "dataset", "--data.hub_dataset", policy.timeout, hint)
+    _builder(dataset, config, policy)
 
 
-def hub_files(dataset: str, config: str, split: str) -> list[DocFile]:
-    """Stream ``dataset``/``config``/``split`` from the hub with ``datasets``, one entry per file.
-
-    Raises :class:`HubUnreachableError` quickly, with instructions for local files, when the hub
-    cannot be reached.
-    """
-    where = f"{dataset!r} (config {config!r}, split {split!r})"
-    check_streamable(dataset, config, split)
+@functools.lru_cache(maxsize=4)
+def _builder(dataset: str, config: str, policy: RetryPolicy) -> Any:
+    """``datasets``' builder of ``dataset``/``config`` (which files make each split), with its
+    errors said in motlab's terms; kept, as the train and validation splits both ask."""
     import datasets
 
+    what = f"dataset {dataset!r}"
+    hint = OFFLINE_HINT.format(config=config)
     try:
-        ds = datasets.load_dataset(dataset, config, split=split, streaming=True)
+        return datasets.load_dataset_builder(dataset, config)
+    except ValueError as e:
+        if "BuilderConfig" in str(e) and "not found" in str(e):
+            available = str(e).partition("Available:")[2].strip() or "none listed"
+            raise ValueError(
+                f"--data.hub_config {config!r}: {what} on the hub at {hub.endpoint()} has no "
+                f"such config; its configs: {available}"
+            ) from e
+        raise
+    except Exception as e:
+        cause: BaseException = e
+        while cause.__cause__ is not None and not hasattr(cause, "response"):
+            cause = cause.__cause__
+        error = hub.translate(cause, what, "--data.hub_dataset", policy.timeout, hint)
+        if error is None and isinstance(e, FileNotFoundError):
+            error = FileNotFoundError(
+                f"the hub at {hub.endpoint()} has no {what} ({e}): check --data.hub_dataset"
+            )
+        if error is None:
+            raise
+        raise error from e
+
+
+def hub_files(
+    dataset: str, config: str, split: str, policy: RetryPolicy | None = None
+) -> list[DocFile]:
+    """The files of ``dataset``/``config``/``split`` on the hub, in order, one entry per file.
+
+    Raises quickly, with instructions, when the hub cannot be reached or refuses (see
+    :func:`check_streamable`).
+    """
+    policy = policy or RetryPolicy()
+    where = f"{dataset!r} (config {config!r}, split {split!r})"
+    hub.check_hub(f"stream {where}", OFFLINE_HINT.format(config=config))
+    builder = _builder(dataset, config, policy)
+    paths = list((builder.config.data_files or {}).get(split, []))
+    if paths and all(p.endswith(JSON_SUFFIXES) for p in paths):
+        from huggingface_hub import HfFileSystem
+
+        fs = HfFileSystem()
+        return [
+            HubJsonLinesFile(p, url=fs.url(p), policy=policy, checked=i == 0)
+            for i, p in enumerate(paths)
+        ]
+    try:
+        ds = builder.as_streaming_dataset(split=split)
     except hub.connection_errors() as e:
         raise HubUnreachableError(
             f"cannot stream {where} from the Hugging Face hub: {e}. "
@@ -349,6 +453,7 @@ def describe(files: Sequence[DocFile], limit: int = 3) -> str:
 
 __all__ = [
     "DocFile",
+    "HubJsonLinesFile",
     "HubShard",
     "HubUnreachableError",
     "JsonLinesFile",

@@ -10,7 +10,7 @@ import os
 
 from tokenizers import Tokenizer
 
-from motlab.hub import HubUnreachableError, connection_errors, probe_hub
+from motlab.hub import HubUnreachableError, check_repo, connection_errors, probe_hub
 
 TOKENIZER_HINT = (
     "Pass a local file with `--data.tokenizer PATH/tokenizer.json` (and local data with "
@@ -23,8 +23,9 @@ def looks_like_path(name: str) -> bool:
     return name.endswith(".json") or os.sep in name or name.startswith((".", "~"))
 
 
-def load_tokenizer(name_or_path: str) -> Tokenizer:
-    """A tokenizer from a ``tokenizer.json`` path, a directory holding one, or a hub repo name.
+def load_tokenizer(name_or_path: str, timeout: float = 30.0) -> Tokenizer:
+    """A tokenizer from a ``tokenizer.json`` path, a directory holding one, or a hub repo name
+    (``timeout``: seconds the hub has to answer).
 
     Truncation and padding are switched off: documents are packed, never cut to a length here.
     """
@@ -43,14 +44,16 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
     elif looks_like_path(name_or_path) or os.path.isdir(os.path.expanduser(name_or_path)):
         raise FileNotFoundError(f"--data.tokenizer: no tokenizer file at {path!r}")
     else:
-        tok = _from_hub(name_or_path)
+        tok = _from_hub(name_or_path, timeout)
     tok.no_truncation()
     tok.no_padding()
     return tok
 
 
-def _from_hub(name: str) -> Tokenizer:
-    """``Tokenizer.from_pretrained``, failing in seconds (not ~25 s of retries) when offline."""
+def _from_hub(name: str, timeout: float = 30.0) -> Tokenizer:
+    """``Tokenizer.from_pretrained``, failing in seconds (not ~25 s of retries) when offline,
+    and with an error that says what to do when the hub is slow, refuses access (401/403) or
+    has no such repository (404: a misspelt ``--data.tokenizer``)."""
     reason = probe_hub()
     if reason is not None and "offline mode" not in reason:
         # No network: a copy in the local hub cache still works.
@@ -65,6 +68,8 @@ def _from_hub(name: str) -> Tokenizer:
                 f"cannot load tokenizer {name!r} from the Hugging Face hub: {reason}. "
                 + TOKENIZER_HINT
             ) from e
+    if reason is None:
+        check_repo(name, "model", "--data.tokenizer", timeout, TOKENIZER_HINT)
     try:
         # In offline mode this reads the local hub cache or fails at once.
         return Tokenizer.from_pretrained(name)

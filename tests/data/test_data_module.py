@@ -80,7 +80,7 @@ def test_datasets_connection_error_is_translated(
     def unreachable(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'allenai/c4' on the Hub (simulated)")
 
-    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr(datasets, "load_dataset_builder", unreachable)
     with pytest.raises(HubUnreachableError, match=r"--data\.path DIR"):
         dm_for(tokenizer_path).setup("fit")
 

@@ -5,6 +5,8 @@ command line for rank 1, which under pytest would re-run pytest):
 
     python tests/scripts/ddp_run.py OUT_DIR C4_DIR TOKENIZER_JSON [extra motlab flags]
 
+(``-`` for C4_DIR and TOKENIZER_JSON: the defaults, C4 and GPT-2's tokenizer from the hub.)
+
 Each rank writes ``OUT_DIR/rank{r}.pt``: its train batches, its local loss per step, and its
 net weights at the end. TensorBoard events (rank 0) go to ``./runs/mot`` in the working dir.
 """
@@ -51,7 +53,8 @@ def main() -> None:
     args = [
         "fit",
         *("--config", str(REPO / "conf/mot.yaml"), "--config", str(REPO / "conf/tiny.yaml")),
-        *("--data.path", c4_dir, "--data.tokenizer", tokenizer),
+        *(("--data.path", c4_dir) if c4_dir != "-" else ()),
+        *(("--data.tokenizer", tokenizer) if tokenizer != "-" else ()),
         *("--data.seq_len", "16", "--data.num_workers", "1", "--data.val_batches", "1"),
         *("--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"),
         *("--trainer.max_steps", "2", "--trainer.val_check_interval", "2"),
