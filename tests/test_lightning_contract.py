@@ -128,3 +128,18 @@ def test_lightning_cli_would_take_the_model_from_the_checkpoint(tmp_path) -> Non
     args = ["fit", "--model.width", "3", "--ckpt_path", str(tmp_path / "w7.ckpt")]
     cli = _parsed_by(LightningCLI, args)
     assert cli.config.fit.model.width == 7
+
+
+def test_checkpoints_keep_the_validation_progress_where_run_checkpoint_marks_it(tmp_path):
+    """``RunCheckpoint`` marks the validation an error interrupted as unfinished in the saved
+    loop state (so that the resumed fit runs it again): the counters are where it looks."""
+    from motlab.callbacks.run_checkpoint import VAL_PROGRESS
+
+    trainer = _trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+    trainer.fit(_Module(), datamodule=_Data())
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    loops = torch.load(tmp_path / "c.ckpt", weights_only=False)["loops"]
+    loop, key = VAL_PROGRESS
+    progress = loops[loop][key]
+    counters = {"ready", "started", "processed", "completed"}
+    assert counters <= set(progress["total"]) and counters <= set(progress["current"])

@@ -120,11 +120,13 @@ class StopOnSignal(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._restore_handlers()
+        """A run that fails after the step it stopped at (its stop-time validation, say) still
+        says where that step is: it was saved at the end of the step, before the failure."""
+        self.on_train_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handlers()
-        if self._stopped_by is None:
+        if self._stopped_by is None or self.result is not None:
             return
         saver = trainer.checkpoint_callback
         path = getattr(saver, "last_model_path", "") or None
