@@ -50,11 +50,13 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from motlab.callbacks import (
     ProgressBar,
+    RemoveEmptyRun,
     RunCheckpoint,
     RunSummary,
     SpeedMonitor,
     StopOnSignal,
     StopResult,
+    new_log_directories,
 )
 from motlab.checkpoint import config_to_dict, read_net_config
 from motlab.config import GPTConfig
@@ -228,6 +230,8 @@ class MotCLI(LightningCLI):
             trainer.callbacks = [
                 cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
             ]
+        # A run failing before its first step (on its input) leaves no empty version_N.
+        trainer.callbacks.insert(0, RemoveEmptyRun(new_log_directories(trainer)))
         return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

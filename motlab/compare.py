@@ -125,21 +125,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(r.tokens_at(0.0) is None for r in runs):
         print("(tokens unknown for some runs: pass --tokens-per-step)")
 
-    if args.csv:
-        write_csv(rows, args.csv)
-        print(f"wrote {args.csv}")
-    if args.plot:
-        if not figure_backend():
-            print(
-                "motlab compare: error: --plot needs matplotlib (pip install matplotlib)",
-                file=sys.stderr,
-            )
-            return 2
-        from motlab.analysis.plots import plot_loss_curves
+    try:  # missing directories of the paths are created
+        if args.csv:
+            write_csv(rows, args.csv)
+            print(f"wrote {args.csv}")
+        if args.plot:
+            if not figure_backend():
+                print(
+                    "motlab compare: error: --plot needs matplotlib (pip install matplotlib)",
+                    file=sys.stderr,
+                )
+                return 2
+            from motlab.analysis.plots import plot_loss_curves
 
-        fig = plot_loss_curves(runs, tag=args.tag, target=target)
-        save_figure(fig, args.plot)
-        print(f"wrote {args.plot}")
+            fig = plot_loss_curves(runs, tag=args.tag, target=target)
+            save_figure(fig, args.plot)
+            print(f"wrote {args.plot}")
+    except OSError as err:  # e.g. a file where a directory of the path should be
+        print(f"motlab compare: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

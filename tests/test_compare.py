@@ -28,6 +28,17 @@ def test_compare_prints_table_and_writes_plot(runs, tmp_path, capsys):
     assert csv.read_text().splitlines()[0].startswith("run,final_step,final_loss")
 
 
+def test_compare_creates_the_directories_of_its_outputs(runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plot, csv = tmp_path / "figs" / "a" / "cmp.png", tmp_path / "tables" / "cmp.csv"
+    assert main([str(p) for p in runs] + ["--plot", str(plot), "--csv", str(csv)]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG" and csv.read_text().startswith("run,")
+    (tmp_path / "taken").write_text("a file")
+    assert main([str(p) for p in runs] + ["--csv", str(tmp_path / "taken" / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"motlab compare: error: cannot write {tmp_path / 'taken' / 'x.csv'}" in err
+
+
 def test_compare_with_target(runs, capsys):
     assert main([str(p) for p in runs] + ["--target-loss", "4.0"]) == 0
     text = capsys.readouterr().out

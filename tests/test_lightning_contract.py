@@ -143,3 +143,17 @@ def test_checkpoints_keep_the_validation_progress_where_run_checkpoint_marks_it(
     progress = loops[loop][key]
     counters = {"ready", "started", "processed", "completed"}
     assert counters <= set(progress["total"]) and counters <= set(progress["current"])
+
+
+def test_lightning_cli_keeps_each_subcommands_parser_where_motcli_reads_it() -> None:
+    """``MotCLI.parse_arguments`` checks a subcommand's keys with that subcommand's parser,
+    which LightningCLI keeps by name after building it."""
+    seen = []
+
+    class Reading(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            seen.append(self._subcommand_parsers["fit"])
+            super().parse_arguments(parser, args)
+
+    _parsed_by(Reading, ["fit", "--model.width", "3"])
+    assert any(a.dest == "model.width" for a in seen[0]._actions)

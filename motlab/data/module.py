@@ -29,12 +29,24 @@ from motlab.data.sources import (
     local_c4_files,
 )
 from motlab.data.stream import PackedStream
-from motlab.data.tokenizer import load_tokenizer, token_id
+from motlab.data.tokenizer import load_tokenizer, looks_like_path, token_id
 from motlab.data.validation import ValidationBatches
 
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": "train", "val": "validation"}
+
+
+def _absolute(source: Any, hub_name_allowed: bool = False) -> Any:
+    """A local path (or glob, or list of them) made absolute; None, and a hub repository name
+    where one is allowed (``gpt2``, a name that is no local path), as they are."""
+    if isinstance(source, (list, tuple)):
+        return [_absolute(s) for s in source]
+    if not isinstance(source, str):
+        return source
+    if hub_name_allowed and not looks_like_path(source) and not os.path.exists(source):
+        return source
+    return os.path.abspath(os.path.expanduser(source))
 
 
 class C4DataModule(pl.LightningDataModule):
@@ -108,6 +120,10 @@ class C4DataModule(pl.LightningDataModule):
             if value < low:
                 raise ValueError(f"--data.{name} must be >= {low}, got {value}")
         self.save_hyperparameters()
+        # Checkpoints carry these settings (motlab zeroshot reads its tokenizer and C4 filler
+        # from them, maybe in another directory): local paths are saved absolute.
+        for key in ("path", "tokenizer", "train_files", "val_files"):
+            self.hparams[key] = _absolute(self.hparams[key], hub_name_allowed=key == "tokenizer")
         self.path = path
         self.train_files = train_files
         self.val_files = val_files

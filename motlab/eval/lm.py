@@ -50,11 +50,17 @@ GEN_CHUNK = 32
 """Tokens generated between two checks for a stop string."""
 
 
-def _usable(source: Any) -> bool:
-    """A saved tokenizer/data source that still resolves here (a hub name or an existing path)."""
+def _saved_source(saved: dict[str, Any], key: str) -> tuple[str | None, str | None]:
+    """The checkpoint's ``data.{key}`` (``tokenizer``, ``path``) as ``(source, missing)``: a hub
+    name or a path that exists here as ``source``; a path not found here as ``missing``.
+    ``motlab fit`` saves local paths absolute; those of older checkpoints are relative to the
+    directory the run was started in, and read relative to this one."""
+    source = saved.get(key)
     if not source or not isinstance(source, str):
-        return False
-    return not looks_like_path(source) or Path(source).expanduser().exists()
+        return None, None
+    if looks_like_path(source) and not Path(source).expanduser().exists():
+        return None, source
+    return source, None
 
 
 def _requests_per_pass(batch_size: Any) -> int:
@@ -144,9 +150,14 @@ class MotlabLM(TemplateLM):
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
         saved = read_data_config(path)
-        self.tokenizer_source = str(
-            tokenizer or (saved.get("tokenizer") if _usable(saved.get("tokenizer")) else "gpt2")
-        )
+        saved_tokenizer, missing = _saved_source(saved, "tokenizer")
+        if tokenizer is None and missing is not None:
+            raise FileNotFoundError(
+                f"{path} was trained with the tokenizer {missing}, which is not found here: "
+                "pass its tokenizer.json (motlab zeroshot --tokenizer PATH, model_args "
+                "tokenizer=PATH)"
+            )
+        self.tokenizer_source = str(tokenizer or saved_tokenizer or "gpt2")
         self._tok = load_tokenizer(self.tokenizer_source)
         vocab = self._tok.get_vocab_size(with_added_tokens=True)
         if vocab > self.model.cfg.vocab_size:
@@ -161,7 +172,15 @@ class MotlabLM(TemplateLM):
         self._filler_dm: Any = None
         self._filler_windows = filler_pool
         if self.group_size > 1 and filler == "c4":
-            data = data or (saved.get("path") if _usable(saved.get("path")) else None)
+            saved_data, missing = _saved_source(saved, "path")
+            if data is None and missing is not None:
+                log.warning(
+                    "%s was trained on %s, which is not found here: C4 filler from the hub "
+                    "instead (pass --data DIR, model_args data=DIR, for a local copy)",
+                    path,
+                    missing,
+                )
+            data = data or saved_data
             # Files found (or the hub reached) now; the windows are read on first use, after
             # the harness has loaded its tasks.
             self._filler_dm = c4_datamodule(data, self.tokenizer_source, self.max_length, self.seed)

@@ -369,3 +369,28 @@ def test_a_short_validation_set_is_cut_to_whole_groups_on_every_rank(
     # first step), naming the way out.
     with pytest.raises(ValueError, match="fewer than one group of 128 windows per device.*val_b"):
         val(128, batch_size=128, val_batches=10)
+
+
+def test_local_paths_are_saved_absolute(
+    c4_dir: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints carry the data module's settings; relative paths would mean nothing to
+    motlab zeroshot run from another directory. A hub name stays a name."""
+    import os
+
+    monkeypatch.chdir(c4_dir.parent)
+    dm = C4DataModule(
+        path=os.path.relpath(c4_dir), tokenizer=os.path.relpath(tokenizer_path),
+        val_files=[os.path.relpath(c4_dir / "en" / "*.json.gz")], num_workers=0,
+    )  # fmt: skip
+    saved = {k: Path(dm.hparams[k]) for k in ("path", "tokenizer")}
+    assert all(p.is_absolute() for p in saved.values())
+    assert saved["path"].resolve() == c4_dir.resolve()
+    assert saved["tokenizer"].resolve() == tokenizer_path.resolve()
+    (glob,) = dm.hparams["val_files"]
+    assert Path(glob).is_absolute() and Path(glob).parent.resolve() == (c4_dir / "en").resolve()
+    assert dm.hparams["train_files"] is None
+    assert dm.path == os.path.relpath(c4_dir)  # messages name the path as given
+    from motlab.data.module import _absolute
+
+    assert _absolute("gpt2", hub_name_allowed=True) == "gpt2"
