@@ -213,6 +213,25 @@ def test_resume_from_another_variant_is_refused(runs, c4_dir, tokenizer_path, mo
         )  # fmt: skip
 
 
+def test_a_refused_resume_names_the_keys_as_the_user_sets_them(
+    runs, monkeypatch, c4_dir, tokenizer_path
+):
+    """model.net.seq_len is bound from data.seq_len: the message names the key the user set,
+    and only the keys that differ (not whole config dicts)."""
+    monkeypatch.chdir(runs["resumed"].parent.parent)
+    ckpt = runs["resumed"] / "version_0/checkpoints/last.ckpt"
+    with pytest.raises(ValueError) as err:
+        _fit("mot.yaml", c4_dir, tokenizer_path, "--trainer.max_steps", str(3 * N),
+             "--data.seq_len", "8", "--model.net.ffn.n_experts", "16",
+             "--ckpt_path", str(ckpt))  # fmt: skip
+    message = str(err.value)
+    assert message == (
+        "cannot resume: the checkpoint's mot model differs from the configured mot model in "
+        "data.seq_len: checkpoint 16 vs config 8; model.net.ffn.n_experts: checkpoint 32 vs "
+        "config 16"
+    )
+
+
 def test_resume_last_without_a_checkpoint_is_an_error(
     tmp_path, c4_dir, tokenizer_path, monkeypatch
 ):
