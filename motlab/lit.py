@@ -243,8 +243,9 @@ class LitLM(pl.LightningModule):
         if switch_due(self.net, self.transition, self.global_step):
             switch_in_place(self.net, self.transition.routing())
             rank_zero_info(
-                f"step {self.global_step}: MoT switched to token choice "
-                f"(model.transition.switch_at={self.transition.switch_at}); optimiser state kept"
+                f"after step {self.global_step}: MoT switched to token choice from step "
+                f"{self.global_step + 1} on (model.transition.switch_at="
+                f"{self.transition.switch_at}); optimiser state kept"
             )
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
