@@ -134,6 +134,8 @@ class LitLM(pl.LightningModule):
                     "Use --trainer.precision 32-true on the CPU (conf/tiny.yaml does), unless "
                     "bf16's numerics are what you are testing."
                 )
+        if stage == "fit":
+            self._check_switch_comes(self.trainer.max_steps)
         if stage == "fit" and batch_size is not None:
             trainer = self.trainer
             total = batch_size * trainer.world_size * trainer.accumulate_grad_batches
@@ -145,6 +147,20 @@ class LitLM(pl.LightningModule):
         if self.init_from and self.trainer.ckpt_path is None and self._initialised_from is None:
             self.init_weights_from(self.init_from)
             self._initialised_from = self.init_from
+
+    def _check_switch_comes(self, max_steps: int) -> None:
+        """Refuse an in-run switch the run would end before: it would train MoT alone and
+        finish as if it had switched (``conf/mot_switch.yaml``'s 150K under ``tiny.yaml``'s 20
+        steps)."""
+        at = self.transition.switch_at
+        if at is None or max_steps is None or max_steps < 0 or routing_mode(self.net) != "mot":
+            return
+        if at >= max_steps:
+            raise ValueError(
+                f"model.transition.switch_at={at} is not before trainer.max_steps={max_steps}: "
+                "the run would end before switching to token choice; set switch_at below "
+                f"max_steps (e.g. --model.transition.switch_at {max_steps // 2})"
+            )
 
     def init_weights_from(self, path: str) -> None:
         """Copy the net weights of the checkpoint at ``path`` into ``self.net`` (strict); a MoT

@@ -292,3 +292,19 @@ def test_a_partial_batch_of_another_loader_is_cut_to_whole_groups(tmp_path):
     assert result["val/loss"] == pytest.approx(float((2 * expected[0] + expected[1]) / 3))
     with pytest.raises(ValueError, match="a batch of 3 rows is not a multiple"):
         lit._whole_groups(batch(3), "train")
+
+
+def test_an_in_run_switch_the_run_ends_before_is_refused(tmp_path):
+    """conf/mot_switch.yaml under conf/tiny.yaml: switch at 150K in a 20-step run trained MoT
+    alone, and ended as if it had switched."""
+    from motlab.transition import TransitionConfig
+
+    lit = tiny_lit("mot", transition=TransitionConfig(switch_at=150_000))
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=20, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(batch(64), batch_size=8)
+    with pytest.raises(ValueError, match=r"switch_at=150000 is not before trainer\.max_steps=20"):
+        trainer.fit(lit, loader)
+    assert trainer.global_step == 0
