@@ -29,6 +29,7 @@ from torch import Tensor
 
 from motlab.config import GPTConfig
 from motlab.config_keys import user_key
+from motlab.layers.registry import Capacity
 from motlab.model import GPT
 from motlab.rundir import find_resume_checkpoint
 
@@ -265,10 +266,47 @@ def _short(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + more
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", capacity: Capacity = "dropless"
+) -> GPT:
     """The GPT stored at ``path`` (a checkpoint file, or an experiment directory such as
-    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``."""
+    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``.
+
+    Set for inference: token-choice layers run at ``capacity``, by default dropless, so a row's
+    logits do not depend on the rest of the batch; ``"training"`` keeps the training capacity
+    (:mod:`motlab.inference`)."""
+    from motlab.inference import set_capacity
+
     saved = read_saved_net(path)
     model = GPT(GPTConfig.from_dict(saved.config))
     model.load_state_dict(saved.state)
+    set_capacity(model, capacity)
     return model.to(map_location).eval()
+
+
+def saved_source(saved: Mapping[str, Any], key: str) -> tuple[str | None, str | None]:
+    """The checkpoint's ``data.{key}`` (``tokenizer``, ``path``) as ``(source, missing)``: a hub
+    name or a path that exists here as ``source``; a path not found here as ``missing``.
+    ``motlab fit`` saves local paths absolute; those of older checkpoints are relative to the
+    directory the run was started in, and read relative to this one."""
+    from motlab.data.tokenizer import looks_like_path
+
+    source = saved.get(key)
+    if not source or not isinstance(source, str):
+        return None, None
+    if looks_like_path(source) and not Path(source).expanduser().exists():
+        return None, source
+    return source, None
+
+
+def saved_tokenizer(saved: Mapping[str, Any], path: Path, flag: str) -> str | None:
+    """The tokenizer ``path`` was trained with, if saved (``None``: the caller's default); a
+    saved path not found here is refused, naming ``flag``, rather than swapped for another
+    tokenizer whose ids would not match the model's."""
+    source, missing = saved_source(saved, "tokenizer")
+    if missing is not None:
+        raise FileNotFoundError(
+            f"{path} was trained with the tokenizer {missing}, which is not found here: "
+            f"pass its tokenizer.json ({flag})"
+        )
+    return source

@@ -416,6 +416,7 @@ TOOLS = {
     "lm_eval": "motlab.eval.harness",  # motlab lm_eval run --model motlab --model_args ...
     "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
     "sweep": "motlab.sweep",  # motlab sweep conf/sweeps/FILE.yaml [--dry-run] [-- FIT_FLAGS]
+    "generate": "motlab.generate_command",  # motlab generate --checkpoint CKPT --prompt TEXT
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
@@ -453,7 +454,7 @@ def _error_block(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval ...``.
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval|generate ...``.
 
     motlab's own errors about the configuration, files or the hub print as one ``error:`` block
     and exit with status 2, as argument errors do; ``MOTLAB_TRACEBACK=1`` keeps the traceback.

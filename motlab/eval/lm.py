@@ -7,14 +7,15 @@ process that evaluates: ``motlab lm_eval ...`` (the harness's CLI with this modu
 ``motlab zeroshot`` or ``import motlab.eval`` before ``lm_eval.simple_evaluate(model="motlab")``.
 
 Scoring follows :mod:`motlab.eval.scoring` (one group per request for MoT, filler rows drawn
-from the request's own tokens); generation uses :func:`motlab.generate`.
+from the request's own tokens); generation batches requests through the KV-cached lockstep
+decoder, :func:`motlab.decoding.complete` (MoT: a group per batch, filler where short).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import lm_eval.models  # noqa: F401 - the harness's own backends; see the registration below
@@ -25,8 +26,14 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_model, read_data_config, resolve_checkpoint
-from motlab.data.tokenizer import looks_like_path
+from motlab.checkpoint import (
+    load_model,
+    read_data_config,
+    resolve_checkpoint,
+    saved_source,
+    saved_tokenizer,
+)
+from motlab.decoding import complete
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
     FILLERS,
@@ -36,31 +43,11 @@ from motlab.eval.filler_pool import (
     random_filler_pool,
     request_seed,
 )
-from motlab.eval.scoring import (
-    DEFAULT_BATCH_SIZE,
-    ScoreRequest,
-    real_rows_only,
-    score_requests,
-)
-from motlab.generate import generate
+from motlab.eval.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score_requests
+from motlab.layers.registry import Capacity, parse_capacity
+from motlab.sampling import Sampling
 
 log = logging.getLogger(__name__)
-
-GEN_CHUNK = 32
-"""Tokens generated between two checks for a stop string."""
-
-
-def _saved_source(saved: dict[str, Any], key: str) -> tuple[str | None, str | None]:
-    """The checkpoint's ``data.{key}`` (``tokenizer``, ``path``) as ``(source, missing)``: a hub
-    name or a path that exists here as ``source``; a path not found here as ``missing``.
-    ``motlab fit`` saves local paths absolute; those of older checkpoints are relative to the
-    directory the run was started in, and read relative to this one."""
-    source = saved.get(key)
-    if not source or not isinstance(source, str):
-        return None, None
-    if looks_like_path(source) and not Path(source).expanduser().exists():
-        return None, source
-    return source, None
 
 
 def _requests_per_pass(batch_size: Any) -> int:
@@ -106,6 +93,9 @@ class MotlabLM(TemplateLM):
         max_batch_size: Accepted for the harness's interface; unused (no automatic sizing).
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; default: CUDA if available.
         eot_token: End-of-text token: the context of an empty context, a stop for generation.
+        capacity: Of token-choice layers: ``dropless`` (default: every token gets its k
+            experts, so a request's scores do not depend on the batch), ``training`` (the
+            configured capacity factor, as in training) or a factor (``1.25``).
     """
 
     def __init__(
@@ -120,6 +110,7 @@ class MotlabLM(TemplateLM):
         max_batch_size: int | None = None,
         device: str | None = None,
         eot_token: str = "<|endoftext|>",
+        capacity: Capacity | str = "dropless",
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -139,9 +130,10 @@ class MotlabLM(TemplateLM):
 
         self.batch_size = _requests_per_pass(batch_size)
         self.seed = int(seed)
+        self.capacity = parse_capacity(capacity)
         path = resolve_checkpoint(checkpoint, "checkpoint=")  # a file, or runs/mot: its newest
         device = _device(device)
-        self.model = load_model(path, map_location=device)
+        self.model = load_model(path, map_location=device, capacity=self.capacity)
         self._device = torch.device(device)
         self.group_size = self.model.cfg.group_size
         if self.group_size > 1 and filler_pool < self.group_size - 1:
@@ -150,14 +142,11 @@ class MotlabLM(TemplateLM):
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
         saved = read_data_config(path)
-        saved_tokenizer, missing = _saved_source(saved, "tokenizer")
-        if tokenizer is None and missing is not None:
-            raise FileNotFoundError(
-                f"{path} was trained with the tokenizer {missing}, which is not found here: "
-                "pass its tokenizer.json (motlab zeroshot --tokenizer PATH, model_args "
-                "tokenizer=PATH)"
+        if tokenizer is None:
+            tokenizer = saved_tokenizer(
+                saved, path, "motlab zeroshot --tokenizer PATH, model_args tokenizer=PATH"
             )
-        self.tokenizer_source = str(tokenizer or saved_tokenizer or "gpt2")
+        self.tokenizer_source = str(tokenizer or "gpt2")
         self._tok = load_tokenizer(self.tokenizer_source)
         vocab = self._tok.get_vocab_size(with_added_tokens=True)
         if vocab > self.model.cfg.vocab_size:
@@ -172,7 +161,7 @@ class MotlabLM(TemplateLM):
         self._filler_dm: Any = None
         self._filler_windows = filler_pool
         if self.group_size > 1 and filler == "c4":
-            saved_data, missing = _saved_source(saved, "path")
+            saved_data, missing = saved_source(saved, "path")
             if data is None and missing is not None:
                 log.warning(
                     "%s was trained on %s, which is not found here: C4 filler from the hub "
@@ -288,55 +277,81 @@ class MotlabLM(TemplateLM):
         return totals
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Greedy (or sampled, ``do_sample=True``) continuations through :func:`motlab.generate`,
-        one request at a time, cut at the first stop string (``until``) or end-of-text."""
-        out = []
-        for req in tqdm(requests, desc="motlab generate_until", disable=disable_tqdm):
-            context, gen_kwargs = req.args
-            text = self._generate_one(context, dict(gen_kwargs))
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-            out.append(text)
-        return out
+        """Greedy (or sampled, ``do_sample=True``) continuations, each cut at its first stop
+        string (``until``) or end-of-text, ``batch_size`` requests decoded together in lockstep
+        with the KV cache (:func:`motlab.decoding.complete`).
 
-    def _generate_one(self, context: str, kwargs: dict[str, Any]) -> str:
+        Requests with the same sampling arguments are batched, longest prompts first. A
+        group-mixing model (MoT) decodes a batch as one group of G rows (or several, for a
+        batch larger than G) whose rows past the requests are filler rows, drawn with a seed
+        from the batch's prompts: unlike scoring, a request's text depends on the requests it
+        is batched with, as MoT mixes them. Dense and token-choice (dropless) models give each
+        request the same text in any batch, up to float rounding.
+        """
+        parsed = [self._generation_request(*req.args) for req in requests]  # errors first
+        texts: list[str] = [""] * len(requests)
+        by_sampling: dict[Sampling, list[int]] = {}
+        for i, request in enumerate(parsed):
+            by_sampling.setdefault(request.sampling, []).append(i)
+        bar = tqdm(total=len(requests), desc="motlab generate_until", disable=disable_tqdm)
+        try:
+            for sampling, indices in by_sampling.items():
+                indices = sorted(indices, key=lambda i: -len(parsed[i].prompt))
+                for start in range(0, len(indices), self.batch_size):
+                    chunk = indices[start : start + self.batch_size]
+                    for i, text in zip(chunk, self._generate_batch(
+                        [parsed[i] for i in chunk], sampling
+                    ), strict=True):  # fmt: skip
+                        texts[i] = text
+                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                    bar.update(len(chunk))
+        finally:
+            bar.close()
+        return texts
+
+    def _generation_request(self, context: str, gen_kwargs: dict[str, Any]) -> _Generation:
+        kwargs = dict(gen_kwargs)
         until = kwargs.pop("until", None) or []
-        until = [until] if isinstance(until, str) else list(until)
-        until.append(self.tok_decode([self._eot]))
+        until = [until] if isinstance(until, str) else [s for s in until if s]
         max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
         do_sample = bool(kwargs.pop("do_sample", False))
         temperature = float(kwargs.pop("temperature", 1.0 if do_sample else 0.0))
         top_k = kwargs.pop("top_k", None)
+        top_p = kwargs.pop("top_p", None)
         if kwargs:
             log.warning("motlab backend: generation arguments ignored: %s", sorted(kwargs))
         if not do_sample:
-            temperature = 0.0
-
+            temperature, top_k, top_p = 0.0, None, None
+        sampling = Sampling(temperature, top_k, top_p)
         prompt = (self.tok_encode(context) or [self._eot])[-self.max_length :]
-        seed = request_seed("generate", prompt, salt=self.seed)
+        return _Generation(prompt, until, max_new, sampling)
+
+    def _generate_batch(self, batch: list[_Generation], sampling: Sampling) -> list[str]:
+        prompts = [g.prompt for g in batch]
+        seed = request_seed("generate", *prompts, salt=self.seed)
         generator = torch.Generator().manual_seed(seed)
         filler_WT = None
-        if self.group_size > 1:
+        n_fill = -len(batch) % self.group_size
+        if n_fill:
             pool = self.filler
             assert pool is not None
-            # Rows long enough for the whole decode, aligned with the prompt's first token, so
-            # the chunks below see the same filler as one long call would.
-            filler_WT = pool.rows(seed, self.group_size - 1, len(prompt) + max_new)
-        tokens_1T = torch.tensor([prompt], dtype=torch.long)
-        text = ""
-        with real_rows_only(self.model, self.group_size):
-            while tokens_1T.shape[1] - len(prompt) < max_new:
-                step = min(GEN_CHUNK, max_new - (tokens_1T.shape[1] - len(prompt)))
-                tokens_1T = generate(
-                    self.model,
-                    tokens_1T,
-                    step,
-                    temperature=temperature,
-                    top_k=top_k,
-                    filler_WT=filler_WT,
-                    generator=generator,
-                ).cpu()
-                text = self.tok_decode(tokens_1T[0, len(prompt) :].tolist())
-                cut = min((text.find(s) for s in until if s and s in text), default=-1)
-                if cut >= 0:
-                    return text[:cut]
-        return text
+            # Long enough for the whole decode, aligned with the longest prompt's first token.
+            length = max(map(len, prompts)) + max(g.max_new for g in batch)
+            filler_WT = pool.rows(seed, n_fill, length)
+        done = complete(
+            self.model, prompts, [g.max_new for g in batch], temperature=sampling.temperature,
+            top_k=sampling.top_k, top_p=sampling.top_p, eos_id=self._eot,
+            stop=[g.until for g in batch], decode=self.tok_decode, filler_WT=filler_WT,
+            generator=generator, capacity=self.capacity,
+        )  # fmt: skip
+        return [c.text or "" for c in done]
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """One ``generate_until`` request, parsed."""
+
+    prompt: list[int]
+    until: list[str]
+    max_new: int
+    sampling: Sampling

@@ -6,6 +6,11 @@ A group is G examples of the batch at one position (never several positions: tha
 the future). For every expert the router's logits are softmaxed *over the group*, each expert
 processes one mixed token per group and position, and the same weights scatter its output back.
 With G = E = 1 the layer is exactly the dense FFN.
+
+Left padding (prompts of different lengths decoded together, :meth:`MoT.forward_masked`) is
+masked out of the group: a padded row gets weight 0 in every expert's softmax, so each expert
+mixes the group's real rows at that position only, and padding gets a zero output. A group
+whose rows are all padding at a position mixes nothing.
 """
 
 from __future__ import annotations
@@ -116,23 +121,40 @@ class MoT(FFNLayer):
         check_group_multiple(B, G, "MoT", hint=hint)
         return x_BTD.transpose(0, 1).reshape(T * (B // G), G, D)
 
-    def merge_weights(self, x_RGD: Tensor) -> tuple[Tensor, Tensor]:
+    def merge_weights(self, x_RGD: Tensor, real_RG: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Weights (R, G, E) that sum to 1 over each group's G tokens, and the fp32 logits.
 
-        R indexes groups as :meth:`groups` lays them out.
+        R indexes groups as :meth:`groups` lays them out. With ``real_RG`` (False = padding)
+        the weights sum to 1 over the real tokens and are 0 for padding (all 0 in a group
+        of padding only).
         """
         logits_RGE = self.experts.router_logits(x_RGD)
+        masked_RGE = logits_RGE
+        if real_RG is not None:
+            masked_RGE = logits_RGE.masked_fill(~real_RG[..., None], float("-inf"))
         if self.discrete:
-            winner_RE = logits_RGE.argmax(dim=1)
+            winner_RE = masked_RGE.argmax(dim=1)
             weights_RGE = F.one_hot(winner_RE, self.group_size).transpose(1, 2)
-            return weights_RGE.to(logits_RGE.dtype), logits_RGE
-        temperature = self.log_temperature.float().exp()
-        return torch.softmax(logits_RGE / temperature, dim=1), logits_RGE
+            weights_RGE = weights_RGE.to(logits_RGE.dtype)
+        else:
+            temperature = self.log_temperature.float().exp()
+            weights_RGE = torch.softmax(masked_RGE / temperature, dim=1)
+        if real_RG is not None:  # also clears the NaN of a softmax over padding only
+            weights_RGE = torch.where(real_RG[..., None], weights_RGE, 0.0)
+        return weights_RGE, logits_RGE
 
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        return self._mix(x_BTD, None)
+
+    def forward_masked(self, x_BTD: Tensor, real_BT: Tensor) -> tuple[Tensor, Aux]:
+        """Padding (``real_BT`` False) takes no part in its group (module docstring)."""
+        return self._mix(x_BTD, real_BT)
+
+    def _mix(self, x_BTD: Tensor, real_BT: Tensor | None) -> tuple[Tensor, Aux]:
         B, T, D = x_BTD.shape
         x_RGD = self.groups(x_BTD)
-        weights_RGE, logits_RGE = self.merge_weights(x_RGD)
+        real_RG = None if real_BT is None else real_BT.transpose(0, 1).reshape(x_RGD.shape[:2])
+        weights_RGE, logits_RGE = self.merge_weights(x_RGD, real_RG)
         w_RGE = weights_RGE.to(x_BTD.dtype)
 
         # Mix: every expert gets one weighted sum of its group's G tokens.

@@ -1,6 +1,6 @@
-"""A fifth variant, defined here and registered with one call, passes the whole per-variant suite
-and trains with ``motlab fit``, validating in the extra evaluation mode it declares: the proof
-that a variant costs one file and one registration."""
+"""A fifth variant, defined here and registered with one call, passes the whole per-variant suite,
+trains with ``motlab fit``, validating in the extra evaluation mode it declares, and decodes with
+the KV cache: the proof that a variant costs one file and one registration."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 from variant_suite import (
+    check_cached_decoding_matches_full_forward,
     check_compiled_matches_eager,
     check_counts,
+    check_decode_step_compiles,
+    check_generation_cached_matches_uncached,
     check_layer_causal,
+    check_left_padding,
     check_model_causal,
 )
 
@@ -95,6 +99,15 @@ def test_counts_with_the_measured_default(group_mean: str) -> None:
     # cost() is not overridden: every parameter is active (W1, W2: 2 D d_ff), and the FLOPs
     # are measured: its FFN runs twice per token (its own and its group's mean).
     check_counts(group_mean, LayerCost(active_params=2 * 16 * 32, forward_macs=2 * 2 * 16 * 32))
+
+
+def test_decodes_with_the_kv_cache(group_mean: str) -> None:
+    """Cached decoding, its compiled step and cached generation need nothing of the variant;
+    left padding, which it does not mask out of its groups, is refused with a clear error."""
+    check_cached_decoding_matches_full_forward(group_mean)
+    check_decode_step_compiles(group_mean)
+    check_generation_cached_matches_uncached(group_mean)
+    check_left_padding(group_mean)
 
 
 def test_trains_with_motlab_fit(group_mean, c4_dir, tokenizer_path, tmp_path, monkeypatch):
