@@ -33,6 +33,7 @@ from torch import Tensor
 
 from motlab.atomic import atomic_write
 from motlab.config import GPTConfig
+from motlab.config_keys import user_key
 from motlab.layers.registry import Capacity
 from motlab.model import GPT
 from motlab.rundir import find_resume_checkpoint, resume_candidates
@@ -273,17 +274,37 @@ def net_config_mismatch(
             f"configured model uses {variant_b!r} (model.net.ffn.variant); resume with the "
             f"checkpoint's config, or start a new run from its weights with model.init_from"
         )
+    flat_a, flat_b = _flat(a), _flat(b)
     diff = [
-        f"{key}: checkpoint {a[key]!r} vs config {b[key]!r}"
-        for key in a
-        if key not in skip and key != "size" and a[key] != b.get(key)
+        f"{_as_set(key)}: checkpoint {flat_a.get(key)!r} vs config {flat_b.get(key)!r}"
+        for key in dict.fromkeys([*flat_a, *flat_b])
+        if key.split(".")[0] not in skip and key != "size" and flat_a.get(key) != flat_b.get(key)
     ]
     if diff:
         return (
             f"the checkpoint's {variant_a} model differs from the configured {variant_b} model "
-            f"in model.net: {'; '.join(diff)}"
+            f"in {'; '.join(diff)}"
         )
     return ""
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"ffn": {"n_experts": 32}}`` as ``{"ffn.n_experts": 32}``: differences named per key,
+    not as whole mappings."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _as_set(key: str) -> str:
+    """A ``model.net`` key as the user sets it: ``data.seq_len`` for ``seq_len`` (bound from the
+    data module), the vocabulary size by ``data.tokenizer``, ``model.net.KEY`` otherwise."""
+    named = user_key(key)
+    return f"{named} (its vocabulary size)" if key == "vocab_size" else named
 
 
 def check_weights_fit(saved: SavedNet, state: Mapping[str, Tensor], model: GPT) -> None:
@@ -338,11 +359,29 @@ def load_model(
     return model.to(map_location).eval()
 
 
-def resolves_here(source: Any) -> bool:
-    """Whether a saved tokenizer or data source still resolves on this machine (a hub name, or
-    a path that exists)."""
+def saved_source(saved: Mapping[str, Any], key: str) -> tuple[str | None, str | None]:
+    """The checkpoint's ``data.{key}`` (``tokenizer``, ``path``) as ``(source, missing)``: a hub
+    name or a path that exists here as ``source``; a path not found here as ``missing``.
+    ``motlab fit`` saves local paths absolute; those of older checkpoints are relative to the
+    directory the run was started in, and read relative to this one."""
     from motlab.data.tokenizer import looks_like_path
 
+    source = saved.get(key)
     if not source or not isinstance(source, str):
-        return False
-    return not looks_like_path(source) or Path(source).expanduser().exists()
+        return None, None
+    if looks_like_path(source) and not Path(source).expanduser().exists():
+        return None, source
+    return source, None
+
+
+def saved_tokenizer(saved: Mapping[str, Any], path: Path, flag: str) -> str | None:
+    """The tokenizer ``path`` was trained with, if saved (``None``: the caller's default); a
+    saved path not found here is refused, naming ``flag``, rather than swapped for another
+    tokenizer whose ids would not match the model's."""
+    source, missing = saved_source(saved, "tokenizer")
+    if missing is not None:
+        raise FileNotFoundError(
+            f"{path} was trained with the tokenizer {missing}, which is not found here: "
+            f"pass its tokenizer.json ({flag})"
+        )
+    return source

@@ -55,16 +55,19 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from motlab.callbacks import (
     CheckpointSpace,
     ProgressBar,
+    RemoveEmptyRun,
     RunCheckpoint,
     RunSummary,
     SpeedMonitor,
     StopOnSignal,
     StopResult,
+    new_log_directories,
 )
 from motlab.checkpoint import config_to_dict, newest_intact_checkpoint, read_net_config
 from motlab.checkpoint_io import with_durable_io
 from motlab.config import GPTConfig
 from motlab.hub import HubUnreachableError
+from motlab.config_keys import REQUIRED, ConfigKeyError, check_config_keys, missing_required
 from motlab.lit import LitLM
 from motlab.rundir import (
     RESUME_OR_START,
@@ -131,6 +134,23 @@ class _NoCloudLoggerTip(logging.Filter):
         return "litlogger" not in str(record.msg).lower()
 
 
+class MotParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one ``error:`` block without the usage.
+
+    jsonargparse prints the whole usage (about a hundred lines for ``motlab fit``) before the
+    error itself; ``motlab fit --help`` shows it on request.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error:
+            return super().error(message, ex)  # raises ArgumentError
+        lines = str(message).strip().splitlines() or ["invalid arguments"]
+        body = "\n".join(["error: " + lines[0], *("       " + line for line in lines[1:])])
+        prog = self.prog.replace(" [options]", "")
+        print(f"{body}\n({prog} --help lists every key)", file=sys.stderr)
+        sys.exit(2)
+
+
 class MotCLI(LightningCLI):
     """LightningCLI with motlab's defaults, argument links, and resume checks."""
 
@@ -146,6 +166,7 @@ class MotCLI(LightningCLI):
             kwargs.setdefault("model_class", LitLM)
             kwargs.setdefault("datamodule_class", _data_module_class())
         kwargs.setdefault("auto_configure_optimizers", False)  # LitLM owns its optimiser recipe
+        kwargs.setdefault("parser_class", MotParser)
         # No abbreviated flags: ``--trainer.max_step`` must not silently mean max_steps.
         modes = {"parser_mode": "omegaconf", "allow_abbrev": False}
         parser_kwargs = {"prog": "motlab", **modes}
@@ -184,6 +205,17 @@ class MotCLI(LightningCLI):
                 "routers', which run in float32 for precise routing"
             ),
         )
+        parser.add_argument(
+            f"--{REQUIRED}",
+            type=dict[str, str],
+            default={},
+            help=(
+                "keys this configuration cannot start without, each with what it is "
+                "(conf/transition.yaml: model.init_from); motlab fit refuses to start while one "
+                "is unset (a resume with --ckpt_path excepted). The keys listed by every "
+                "--config file count"
+            ),
+        )
         parser.link_arguments("data.seq_len", "model.net.seq_len", apply_on="parse")
         parser.link_arguments("data.vocab_size", "model.net.vocab_size", apply_on="instantiate")
 
@@ -218,12 +250,34 @@ class MotCLI(LightningCLI):
             trainer.callbacks = [
                 cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
             ]
+        # A run failing before its first step (on its input) leaves no empty version_N.
+        trainer.callbacks.insert(0, RemoveEmptyRun(new_log_directories(trainer)))
         return trainer
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, after checking every key of the subcommand's arguments: an unknown one is
+        named with its file or flag and the closest valid keys (:mod:`motlab.config_keys`)."""
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, (list, tuple)):
+            subcommand, sub_args = _subcommand_args(argv, self.subcommands())
+            if subcommand is not None:
+                sub_parser = self._subcommand_parsers[subcommand]  # LightningCLI's, per command
+                try:
+                    check_config_keys(sub_parser, sub_args)
+                except ConfigKeyError as error:
+                    sub_parser.error(str(error))
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
-        """Set the float32 matmul precision; let the data module fail in seconds (an
-        unreachable hub) before the model is built."""
+        """Refuse a run without the keys its configuration requires; set the float32 matmul
+        precision; let the data module fail in seconds (an unreachable hub) before the model is
+        built."""
         config = self.config.get(self.config.get("subcommand") or "", self.config)
+        if self.config.get("subcommand") == "fit" and not config.get("ckpt_path"):
+            _, fit_args = _subcommand_args(self.argv or [], self.subcommands())
+            missing = missing_required(config, fit_args)
+            if missing:
+                raise ConfigKeyError("\n".join(missing))
         precision = config.get("float32_matmul_precision")
         if precision and torch.cuda.is_available():
             # The global setter, not the per-backend one: Lightning reads it back on CUDA.
@@ -366,6 +420,12 @@ def _continue_logging_in_version_of(config: Namespace, ckpt: Path) -> None:
         return
     if logger.init_args.get("version") is None:
         logger.init_args.version = version
+
+
+def _subcommand_args(argv: Sequence[str], subcommands: Any) -> tuple[str | None, list[str]]:
+    """The subcommand of a ``motlab`` command line and the arguments after it."""
+    at = next((i for i, arg in enumerate(argv) if arg in subcommands), None)
+    return (None, []) if at is None else (argv[at], list(argv[at + 1 :]))
 
 
 def _without_ckpt_path(argv: Sequence[str]) -> list[str]:

@@ -50,3 +50,11 @@ class StepClock:
     def is_final(self) -> bool:
         """Whether the steps done reach ``trainer.max_steps`` (the run ends after this step)."""
         return 0 < self.trainer.max_steps <= self.trainer.global_step
+
+
+def step_at_index(index: int) -> int:
+    """The optimiser step (counted from 1: the steps trained) whose metrics Lightning logs at
+    TensorBoard index ``index``: ``index + 1``. motlab's analysis reads runs in steps trained,
+    as its messages count them, so that step ``n`` lies beside the ``n × tokens per step`` tokens
+    trained by then."""
+    return index + 1

@@ -3,7 +3,9 @@
 Prints one row per run — final validation loss, steps/tokens/wall-clock to the target loss and
 the speed-up against the first run (the paper's metric: steps_first / steps_run at the first
 run's final loss unless ``--target-loss`` is given) — and optionally writes a figure of the
-validation loss against steps and against training tokens.
+validation loss against steps and against training tokens. Steps are steps trained, counted
+from 1 (:mod:`motlab.analysis.runs`); steps to the target are interpolated and shown to one
+decimal.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import warnings
 from collections.abc import Sequence
 
 from motlab.analysis.output import figure_backend, save_figure, write_csv
-from motlab.analysis.runs import SeparateRunsWarning, format_table, read_run
+from motlab.analysis.runs import SeparateRunsWarning, format_table, read_run, steps_cell
 from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
+
+STEPS_COLUMNS = ("steps_to_target", "seconds_to_target")
+"""Interpolated between logged points: shown to one decimal (the CSV holds them exact)."""
 
 COLUMNS = {
     "run": "run",
@@ -31,15 +36,16 @@ COLUMNS = {
 
 
 def _fmt(key: str, value: object) -> object:
-    """Readable cells: losses to 4 decimals, speed-ups to 2, counts with separators."""
+    """Readable cells: losses to 4 decimals, speed-ups to 2, steps and seconds to the target
+    (interpolated between logged points) to 1, tokens whole, with separators."""
     if value is None or not isinstance(value, float):
         return value
     if key == "final_loss":
         return f"{value:.4f}"
     if key.startswith("speedup"):
         return f"{value:.2f}"
-    if key == "seconds_to_target":
-        return f"{value:,.1f}"
+    if key in STEPS_COLUMNS:
+        return steps_cell(value)
     return f"{value:,.0f}"
 
 
@@ -125,21 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(r.tokens_at(0.0) is None for r in runs):
         print("(tokens unknown for some runs: pass --tokens-per-step)")
 
-    if args.csv:
-        write_csv(rows, args.csv)
-        print(f"wrote {args.csv}")
-    if args.plot:
-        if not figure_backend():
-            print(
-                "motlab compare: error: --plot needs matplotlib (pip install matplotlib)",
-                file=sys.stderr,
-            )
-            return 2
-        from motlab.analysis.plots import plot_loss_curves
+    try:  # missing directories of the paths are created
+        if args.csv:
+            write_csv(rows, args.csv)
+            print(f"wrote {args.csv}")
+        if args.plot:
+            if not figure_backend():
+                print(
+                    "motlab compare: error: --plot needs matplotlib (pip install matplotlib)",
+                    file=sys.stderr,
+                )
+                return 2
+            from motlab.analysis.plots import plot_loss_curves
 
-        fig = plot_loss_curves(runs, tag=args.tag, target=target)
-        save_figure(fig, args.plot)
-        print(f"wrote {args.plot}")
+            fig = plot_loss_curves(runs, tag=args.tag, target=target)
+            save_figure(fig, args.plot)
+            print(f"wrote {args.plot}")
+    except OSError as err:  # e.g. a file where a directory of the path should be
+        print(f"motlab compare: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         load_model,
         read_data_config,
         resolve_checkpoint,
-        resolves_here,
+        saved_tokenizer,
         variant_of,
     )
     from motlab.data.tokenizer import load_tokenizer, token_id
@@ -138,9 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(path, map_location=device, capacity=capacity)  # names a bad file
     saved = read_data_config(path)
-    source = args.tokenizer or (
-        saved.get("tokenizer") if resolves_here(saved.get("tokenizer")) else "gpt2"
-    )
+    source = args.tokenizer or saved_tokenizer(saved, path, "--tokenizer PATH") or "gpt2"
     tok = load_tokenizer(str(source))
     vocab = tok.get_vocab_size(with_added_tokens=True)
     if vocab > model.cfg.vocab_size:
@@ -190,11 +188,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def _filler_pool(args: argparse.Namespace, model: Any, tokenizer: str, saved: dict) -> Any:
     """The pool a MoT model's filler rows come from (C4 windows or random tokens)."""
-    from motlab.checkpoint import resolves_here
+    from motlab.checkpoint import saved_source
     from motlab.eval.filler_pool import c4_filler_pool, random_filler_pool
 
     windows = max(FILLER_POOL, model.cfg.group_size - 1)
     if args.filler == "random":
         return random_filler_pool(model.cfg.vocab_size, model.cfg.seq_len, windows, args.seed)
-    data = args.data or (saved.get("path") if resolves_here(saved.get("path")) else None)
+    saved_data, missing = saved_source(saved, "path")
+    if args.data is None and missing is not None:
+        print(
+            f"motlab generate: {missing}, the data the model was trained on, is not found here: "
+            "C4 filler from the hub instead (pass --data DIR for a local copy)",
+            file=sys.stderr,
+        )
+    data = args.data or saved_data
     return c4_filler_pool(data, tokenizer, model.cfg.seq_len, windows, args.seed)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 
 from motlab import metrics
 from motlab.checkpoint import (
@@ -106,11 +106,10 @@ class LitLM(pl.LightningModule):
         # swapped modules fail), so it is never rebuilt by hand.
         self.loss_fn = torch.compile(self._cross_entropy) if compile else self._cross_entropy
         self._initialised_from: str | None = None
-        # NaN propagates (a diverged model must not report the mean of its finite batches), and
-        # without the NaN check each update is free of a host-device sync.
-        self.val_loss = MeanMetric(nan_strategy="disable")
-        self.val_discrete_loss = MeanMetric(nan_strategy="disable")
-        self.test_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = TokenMean()
+        self.val_discrete_loss = TokenMean()
+        self.test_loss = TokenMean()
+        self._cut_warned: set[str] = set()
 
     # ----------------------------------------------------------------------------------- setup
 
@@ -124,6 +123,9 @@ class LitLM(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(datamodule, "batch_size", None)
         self.check_batch_size(batch_size)
+        keep_whole_groups = getattr(datamodule, "keep_whole_groups", None)
+        if callable(keep_whole_groups):  # C4DataModule: reads its validation set now
+            keep_whole_groups(self.net.cfg.group_size)
         if stage == "fit" and "bf16" in str(self.trainer.precision):
             if self.trainer.strategy.root_device.type == "cpu":
                 rank_zero_warn(
@@ -132,6 +134,8 @@ class LitLM(pl.LightningModule):
                     "Use --trainer.precision 32-true on the CPU (conf/tiny.yaml does), unless "
                     "bf16's numerics are what you are testing."
                 )
+        if stage == "fit":
+            self._check_switch_comes(self.trainer.max_steps)
         if stage == "fit" and batch_size is not None:
             trainer = self.trainer
             total = batch_size * trainer.world_size * trainer.accumulate_grad_batches
@@ -143,6 +147,20 @@ class LitLM(pl.LightningModule):
         if self.init_from and self.trainer.ckpt_path is None and self._initialised_from is None:
             self.init_weights_from(self.init_from)
             self._initialised_from = self.init_from
+
+    def _check_switch_comes(self, max_steps: int) -> None:
+        """Refuse an in-run switch the run would end before: it would train MoT alone and
+        finish as if it had switched (``conf/mot_switch.yaml``'s 150K under ``tiny.yaml``'s 20
+        steps)."""
+        at = self.transition.switch_at
+        if at is None or max_steps is None or max_steps < 0 or routing_mode(self.net) != "mot":
+            return
+        if at >= max_steps:
+            raise ValueError(
+                f"model.transition.switch_at={at} is not before trainer.max_steps={max_steps}: "
+                "the run would end before switching to token choice; set switch_at below "
+                f"max_steps (e.g. --model.transition.switch_at {max_steps // 2})"
+            )
 
     def init_weights_from(self, path: str) -> None:
         """Copy the net weights of the checkpoint at ``path`` into ``self.net`` (strict); a MoT
@@ -188,7 +206,33 @@ class LitLM(pl.LightningModule):
         ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten())
         return ce, aux
 
+    def _whole_groups(self, batch: Tensor, split: str) -> Tensor:
+        """``batch`` cut to whole groups of the routed layers' group size G (MoT, expert choice).
+
+        The data module's loaders only make such batches (:meth:`C4DataModule.keep_whole_groups`
+        cuts a short validation set before the first step); any other loader's last, partial
+        batch is cut here, once said in a warning, rather than failing in the layer after the
+        training before it. A training batch of fewer than G rows cannot be cut: an error.
+        """
+        G, rows = self.net.cfg.group_size, batch.shape[0]
+        keep = rows // G * G
+        if keep == rows:
+            return batch
+        if keep == 0 and split == "train":
+            check_group_multiple(rows, G, self.net.cfg.ffn.variant)
+        if split not in self._cut_warned:
+            self._cut_warned.add(split)
+            rank_zero_warn(
+                f"a {split} batch of {rows} rows is not a multiple of model.net.ffn.group_size="
+                f"{G}: {self.net.cfg.ffn.variant} uses its first {keep} rows (whole groups) and "
+                f"leaves {rows - keep} out; said once per loader kind. Give the loader a batch "
+                "size that is a multiple of the group size and drop its last partial batch "
+                "(DataLoader(drop_last=True))."
+            )
+        return batch[:keep]
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        batch = self._whole_groups(batch, "train")
         ce, aux = self.loss_fn(batch)
         aux_loss = aux.total_loss()
         if self._is_log_step():
@@ -215,17 +259,21 @@ class LitLM(pl.LightningModule):
         if switch_due(self.net, self.transition, self.global_step):
             switch_in_place(self.net, self.transition.routing())
             rank_zero_info(
-                f"step {self.global_step}: MoT switched to token choice "
-                f"(model.transition.switch_at={self.transition.switch_at}); optimiser state kept"
+                f"after step {self.global_step}: MoT switched to token choice from step "
+                f"{self.global_step + 1} on (model.transition.switch_at="
+                f"{self.transition.switch_at}); optimiser state kept"
             )
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        batch = self._whole_groups(batch, "validation")
+        if batch.shape[0] == 0:
+            return
         ce, _ = self.loss_fn(batch)
-        self.val_loss.update(ce, weight=batch[:, 1:].numel())
+        self.val_loss.update(ce, batch[:, 1:].numel())
         if self._validates_discrete():
             with evaluating_in(self.net, DISCRETE):  # eager: a diagnostic, not worth a recompile
                 ce, _ = self._cross_entropy(batch)
-            self.val_discrete_loss.update(ce, weight=batch[:, 1:].numel())
+            self.val_discrete_loss.update(ce, batch[:, 1:].numel())
 
     def on_validation_epoch_end(self) -> None:
         mode = routing_mode(self.net)
@@ -240,14 +288,17 @@ class LitLM(pl.LightningModule):
         return self.discrete_eval and DISCRETE in available_modes(self.net)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        batch = self._whole_groups(batch, "test")
+        if batch.shape[0] == 0:
+            return
         ce, _ = self.loss_fn(batch)
-        self.test_loss.update(ce, weight=batch[:, 1:].numel())
+        self.test_loss.update(ce, batch[:, 1:].numel())
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_loss)
 
     def _log_eval(
-        self, split: str, metric: MeanMetric, mode: str | None = None, plain: bool = True
+        self, split: str, metric: TokenMean, mode: str | None = None, plain: bool = True
     ) -> None:
         """``{split}/loss`` and ``/ppl``; with ``mode`` also ``{split}/{mode}/loss`` and ``/ppl``
         so curves from before and after a routing switch stay apart."""
@@ -334,6 +385,30 @@ class LitLM(pl.LightningModule):
         message = net_config_mismatch(saved, config_to_dict(self.net.cfg))
         if message:
             raise ValueError(f"cannot resume: {message}")
+
+
+class TokenMean(Metric):
+    """The mean of per-batch losses weighted by their target tokens, over batches and ranks.
+
+    NaN propagates (a diverged model must not report the mean of its finite batches), and no
+    update waits for the device. torchmetrics' ``MeanMetric`` does neither at once: with
+    ``nan_strategy="disable"`` (no NaN check, no sync) it replaces the weights by ones
+    (torchmetrics 1.9), so a smaller last batch would count as much as a full one.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("weighted", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("tokens", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, loss: Tensor, tokens: int) -> None:
+        self.weighted += loss.detach().float() * tokens
+        self.tokens += tokens
+
+    def compute(self) -> Tensor:
+        return self.weighted / self.tokens
 
 
 def _as(cls: type, value: Any) -> Any:

@@ -113,10 +113,11 @@ def test_unknown_flag_is_named_and_not_abbreviated(capsys):
 
 
 def test_unknown_ffn_key_lists_the_valid_ones(c4_dir, tokenizer_path):
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_expert'\].*valid keys"):
+    """A key of another variant (a key of none: tests/test_config_keys.py)."""
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['top_k'\] for .* 'mot'.*valid keys"):
         cli_main(
             ["--config", str(CONF / "mot.yaml"), "--config", str(CONF / "tiny.yaml"),
-             *data_args(c4_dir, tokenizer_path), "--model.net.ffn.n_expert", "4"],
+             *data_args(c4_dir, tokenizer_path), "--model.net.ffn.top_k", "4"],
             run=False,
         )  # fmt: skip
 

@@ -137,10 +137,22 @@ def _tiny_fit(conf: str, c4_dir: Path, tokenizer_path: Path, *extra: str):
     )
 
 
+@pytest.fixture(scope="module")
+def mot_checkpoint(tmp_path_factory, c4_dir, tokenizer_path) -> Path:
+    """A 1-step tiny MoT run's last.ckpt: what stage 2 (transition.yaml) starts from."""
+    root = tmp_path_factory.mktemp("stage1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        _tiny_fit("mot.yaml", c4_dir, tokenizer_path, "--trainer.max_steps", "1")
+    return root / "runs/mot/version_0/checkpoints/last.ckpt"
+
+
 @pytest.mark.parametrize("conf", CONFIGS)
-def test_config_runs_tiny_and_logs(conf, c4_dir, tokenizer_path, tmp_path, monkeypatch):
+def test_config_runs_tiny_and_logs(conf, c4_dir, tokenizer_path, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    cli = _tiny_fit(conf, c4_dir, tokenizer_path)
+    # Stage 2 requires the stage-1 checkpoint (tests/test_config_keys.py: refused without).
+    stage1 = ("--model.init_from", str(request.getfixturevalue("mot_checkpoint")))
+    cli = _tiny_fit(conf, c4_dir, tokenizer_path, *(stage1 if conf in STAGE_TWO else ()))
     assert cli.trainer.global_step == 2
     run_dir = tmp_path / "runs" / conf.removesuffix(".yaml") / "version_0"
     tags = _tags(run_dir)

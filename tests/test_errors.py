@@ -64,7 +64,7 @@ def checkpoint(tmp_path: Path) -> Path:
         (["--model.optim.min_lr_ratio", "1.5"], "model.optim.min_lr_ratio must be in [0, 1]"),
         (["--model.optim.betas", "[0.9, 1.2]"], "model.optim.betas must be two numbers in [0, 1)"),
         (["--model.net.n_heads", "3"], "model.net.n_heads (3) must divide model.net.d_model (64)"),
-        (["--model.net.ffn.n_expert", "3"], "unknown key(s) ['n_expert']"),
+        (["--model.net.ffn.top_k", "3"], "unknown key(s) ['top_k'] for feed-forward variant"),
         (["--model.net.ffn.n_experts", "abc"], "model.net.ffn.n_experts='abc' is not int"),
         (["--data.batch_size", "24"], "data.batch_size=24 (per device) is not a multiple"),
         (["--data.seq_len", "0"], "--data.seq_len must be >= 1"),

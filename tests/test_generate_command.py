@@ -110,3 +110,15 @@ def test_missing_checkpoint_and_tokenizer_are_named(tmp_path, mot_file, capsys) 
     bad = ["--checkpoint", str(mot_file), "--tokenizer", str(tmp_path / "t.json"), "--prompt", "x"]
     assert main(bad) == 2
     assert "no tokenizer file" in capsys.readouterr().err
+
+
+def test_a_saved_tokenizer_not_found_here_is_named(tmp_path, tc_file, capsys) -> None:
+    """A checkpoint whose saved tokenizer path does not resolve here is refused, naming the
+    path, rather than decoded with the hub's gpt2 (whose ids need not be the model's)."""
+    saved = torch.load(tc_file, weights_only=True)
+    missing = "../tokenizers/elsewhere/tokenizer.json"  # relative to a run started elsewhere
+    saved["datamodule_hyper_parameters"] = {"tokenizer": missing}
+    torch.save(saved, tmp_path / "moved.pt")
+    assert main(["--checkpoint", str(tmp_path / "moved.pt"), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer {missing}, which is not found here" in err and "--tokenizer" in err

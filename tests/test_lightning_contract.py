@@ -31,23 +31,29 @@ class _Module(pl.LightningModule):
 
 
 class _Data(pl.LightningDataModule):
-    """Counts, like C4DataModule, the batches the fit loop takes in on_before_batch_transfer."""
+    """Counts, like C4DataModule, the batches the fit loop takes in on_after_batch_transfer."""
 
     def __init__(self) -> None:
         super().__init__()
         self.loader = ResumableLoader(_Counting(), track_consumer=True)
         self.taken: list[int] = []
         self.yielded_when_taken: list[int] = []
+        self.ready_when_taken: list[int] = []
 
     def train_dataloader(self):
         return self.loader
 
-    def on_before_batch_transfer(self, batch, dataloader_idx):
+    def on_after_batch_transfer(self, batch, dataloader_idx):
         if self.trainer.training:
             self.loader.mark_consumed()
             self.taken.append(int(batch[0, 0]))
             self.yielded_when_taken.append(self.loader._yielded)
+            self.ready_when_taken.append(_taken_count(self.trainer))
         return batch
+
+
+def _taken_count(trainer: pl.Trainer) -> int:
+    return trainer.fit_loop.epoch_loop.batch_progress.total.ready
 
 
 def _trainer(tmp_path, **kwargs) -> pl.Trainer:
@@ -63,6 +69,9 @@ def test_the_fit_loop_reports_each_batch_it_trains_on_once_after_prefetching(tmp
     assert data.taken == [0, 1, 2, 3, 4]  # every batch, in order, once
     # Lightning fetches one batch ahead: the loader had yielded batch i + 1 when batch i came.
     assert data.yielded_when_taken == [2, 3, 4, 5, 6]
+    # ... and counts it as taken right after the hook (RunCheckpoint.on_exception compares that
+    # count with the batches trained, to tell whether a batch was taken and not trained).
+    assert data.ready_when_taken == [0, 1, 2, 3, 4]
 
 
 def test_run_checkpoint_saves_the_final_step_off_the_interval(tmp_path) -> None:
@@ -119,3 +128,32 @@ def test_lightning_cli_would_take_the_model_from_the_checkpoint(tmp_path) -> Non
     args = ["fit", "--model.width", "3", "--ckpt_path", str(tmp_path / "w7.ckpt")]
     cli = _parsed_by(LightningCLI, args)
     assert cli.config.fit.model.width == 7
+
+
+def test_checkpoints_keep_the_validation_progress_where_run_checkpoint_marks_it(tmp_path):
+    """``RunCheckpoint`` marks the validation an error interrupted as unfinished in the saved
+    loop state (so that the resumed fit runs it again): the counters are where it looks."""
+    from motlab.callbacks.run_checkpoint import VAL_PROGRESS
+
+    trainer = _trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+    trainer.fit(_Module(), datamodule=_Data())
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    loops = torch.load(tmp_path / "c.ckpt", weights_only=False)["loops"]
+    loop, key = VAL_PROGRESS
+    progress = loops[loop][key]
+    counters = {"ready", "started", "processed", "completed"}
+    assert counters <= set(progress["total"]) and counters <= set(progress["current"])
+
+
+def test_lightning_cli_keeps_each_subcommands_parser_where_motcli_reads_it() -> None:
+    """``MotCLI.parse_arguments`` checks a subcommand's keys with that subcommand's parser,
+    which LightningCLI keeps by name after building it."""
+    seen = []
+
+    class Reading(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            seen.append(self._subcommand_parsers["fit"])
+            super().parse_arguments(parser, args)
+
+    _parsed_by(Reading, ["fit", "--model.width", "3"])
+    assert any(a.dest == "model.width" for a in seen[0]._actions)

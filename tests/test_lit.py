@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -204,3 +207,104 @@ def test_bf16_on_the_cpu_warns_once_that_it_is_slow(tmp_path):
             torch.utils.data.DataLoader(_Tokens(), batch_size=None),
         )
     assert not [w for w in caught if "bf16" in str(w.message)]  # float32: no such warning
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _short_validation_file(c4_dir: Path, path: Path, tokenizer_path: Path) -> int:
+    """A validation file of C4 text holding between one and two groups of 32 windows of 17
+    tokens; returns its window count."""
+    from motlab.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(tokenizer_path))
+    records, tokens = [], 0
+    with gzip.open(next((c4_dir / "en").glob("c4-validation.*.json.gz")), "rt") as f:
+        while tokens < 45 * 16:
+            text = json.loads(f.readline())["text"]
+            records.append(json.dumps({"text": text}))
+            tokens += len(tok.encode(text).ids) + 1  # and its end-of-text
+    path.write_text("\n".join(records) + "\n")
+    windows = (tokens - 1) // 16  # windows of 17 tokens, each sharing its last with the next
+    assert 32 < windows < 64
+    return windows
+
+
+@pytest.mark.parametrize("conf", ["mot.yaml", "expert_choice.yaml"])
+def test_a_short_validation_set_trains_through_its_validations(
+    conf, c4_dir, tokenizer_path, tmp_path, monkeypatch
+):
+    """MoT / expert choice (G = 32) with validation files that hold fewer windows than the 2 × 32
+    asked for: the set is cut to one whole group before the first step (with a warning saying
+    so), and the run validates twice and ends; it failed at its first validation on the last
+    batch of fewer than 32 rows."""
+    from motlab.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    windows = _short_validation_file(c4_dir, tmp_path / "val.jsonl", tokenizer_path)
+    order: list[str] = []
+
+    class FirstStep(pl.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            order.append("step")
+
+    def remember(message, *args, **kwargs):
+        order.append(str(message))
+
+    with pytest.MonkeyPatch.context() as mp:
+        import motlab.data.validation
+
+        mp.setattr(motlab.data.validation, "rank_zero_warn", remember)
+        cli = cli_main(
+            ["fit", "--config", str(REPO / "conf" / conf), "--config", str(REPO / "conf/tiny.yaml"),
+             "--data.path", str(c4_dir), "--data.tokenizer", str(tokenizer_path),
+             "--data.val_files", str(tmp_path / "val.jsonl"), "--data.seq_len", "16",
+             "--data.num_workers", "0", "--trainer.max_steps", "4",
+             "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false"],
+            trainer_defaults={"callbacks": [FirstStep()]},
+        )  # fmt: skip
+    assert cli.trainer.global_step == 4
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+    assert [len(b) for b in cli.datamodule.val_dataloader()] == [32]
+    warned = [m for m in order if m != "step"]
+    assert len(warned) == 1 and order[0] == warned[0]  # said once, before the first step
+    assert f"holds {windows} windows" in warned[0]
+    assert f"the last {windows - 32} are left out" in warned[0]
+
+
+def test_a_partial_batch_of_another_loader_is_cut_to_whole_groups(tmp_path):
+    """A loader whose last batch is not a multiple of G (a plain DataLoader without drop_last)
+    validates on that batch's whole groups, warning once, instead of failing in the layer."""
+    lit = tiny_lit("mot")
+    data = batch(8 + 6)  # G = 4: batches of 8 and 6 rows
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="a validation batch of 6 rows .* first 4 rows") as rec:
+        (result,) = trainer.validate(lit, loader)
+    assert sum("validation batch of" in str(w.message) for w in rec) == 1
+    lit.eval()
+    with torch.no_grad():
+        expected = [lit._cross_entropy(part)[0] for part in (data[:8], data[8:12])]
+    # Token-weighted: 8 and 4 rows of the same length.
+    assert result["val/loss"] == pytest.approx(float((2 * expected[0] + expected[1]) / 3))
+    with pytest.raises(ValueError, match="a batch of 3 rows is not a multiple"):
+        lit._whole_groups(batch(3), "train")
+
+
+def test_an_in_run_switch_the_run_ends_before_is_refused(tmp_path):
+    """conf/mot_switch.yaml under conf/tiny.yaml: switch at 150K in a 20-step run trained MoT
+    alone, and ended as if it had switched."""
+    from motlab.transition import TransitionConfig
+
+    lit = tiny_lit("mot", transition=TransitionConfig(switch_at=150_000))
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=20, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(batch(64), batch_size=8)
+    with pytest.raises(ValueError, match=r"switch_at=150000 is not before trainer\.max_steps=20"):
+        trainer.fit(lit, loader)
+    assert trainer.global_step == 0

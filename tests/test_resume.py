@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from failures import InjectedFailure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from motlab import load_model
 from motlab.checkpoint import check_intact
-from motlab.cli import cli_main
+from motlab.cli import MotCLI, cli_main
 from motlab.lit import LitLM
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -21,19 +22,19 @@ REPO = Path(__file__).resolve().parents[1]
 N = 3  # steps before the interruption; the full run is 2N
 
 
+def _args(conf: str, c4_dir: Path, tokenizer_path: Path) -> list[str]:
+    return [
+        *("--config", str(REPO / "conf" / conf), "--config", str(REPO / "conf/tiny.yaml")),
+        *("--data.path", str(c4_dir), "--data.tokenizer", str(tokenizer_path)),
+        *("--data.seq_len", "16", "--data.num_workers", "1", "--data.val_batches", "1"),
+        *("--model.optim.total_steps", str(2 * N), "--model.optim.warmup_steps", "2"),
+        *("--trainer.val_check_interval", str(N), "--trainer.enable_progress_bar", "false"),
+        *("--checkpoint.every_n_train_steps", str(N)),
+    ]
+
+
 def _fit(conf: str, c4_dir: Path, tokenizer_path: Path, *extra: str):
-    return cli_main(
-        [
-            "fit",
-            *("--config", str(REPO / "conf" / conf), "--config", str(REPO / "conf/tiny.yaml")),
-            *("--data.path", str(c4_dir), "--data.tokenizer", str(tokenizer_path)),
-            *("--data.seq_len", "16", "--data.num_workers", "1", "--data.val_batches", "1"),
-            *("--model.optim.total_steps", str(2 * N), "--model.optim.warmup_steps", "2"),
-            *("--trainer.val_check_interval", str(N), "--trainer.enable_progress_bar", "false"),
-            *("--checkpoint.every_n_train_steps", str(N)),
-            *extra,
-        ]
-    )
+    return cli_main(["fit", *_args(conf, c4_dir, tokenizer_path), *extra])
 
 
 def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
@@ -116,6 +117,65 @@ def test_a_stopped_run_saves_its_step_and_resumes_exactly(
     )
 
 
+def test_a_run_failing_in_validation_saves_its_step_and_resumes_exactly(
+    runs, tmp_path, c4_dir, tokenizer_path, lightning_messages
+):
+    """The validation after step N fails (off the checkpoint interval, here 100 steps):
+    last.ckpt holds step N, the run says so, and resuming from it gives the uninterrupted
+    run's weights and losses, the interrupted validation included."""
+    mp = pytest.MonkeyPatch()
+    extra = ("--checkpoint.every_n_train_steps", "100", "--trainer.max_steps", str(2 * N))
+    failing = ("--trainer.callbacks+=failures.FailAt", "--trainer.callbacks.where", "validation",
+               "--trainer.callbacks.step", str(N))  # fmt: skip
+    try:
+        mp.chdir(tmp_path)
+        with pytest.raises(InjectedFailure):
+            _fit("mot.yaml", c4_dir, tokenizer_path, *extra, *failing)
+        last = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == N
+        assert any(f"after step {N}: that step is saved in" in m for m in lightning_messages)
+        _fit("mot.yaml", c4_dir, tokenizer_path, *extra, "--ckpt_path", "last")
+    finally:
+        mp.undo()
+    a = load_model(runs["straight"] / "version_0/checkpoints/last.ckpt").state_dict()
+    b = load_model(last).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    for tag in ("train/loss", "val/loss"):
+        assert _scalars(tmp_path / "runs/mot/version_0", tag) == _scalars(
+            runs["straight"] / "version_0", tag
+        ), tag
+
+
+def test_a_stopped_run_whose_stop_time_validation_fails_has_its_step_saved(
+    tmp_path, c4_dir, tokenizer_path
+):
+    """Ctrl-C after step 1, and the validation Lightning runs when a run stops fails: step 1
+    was saved at the end of the step, and the stop result says where."""
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(tmp_path)
+        stopper = ("--trainer.callbacks+=signals.SignalAt", "--trainer.callbacks.batch", "0")
+        failing = ("--trainer.callbacks+=failures.FailAt", "--trainer.callbacks.where",
+                   "validation", "--trainer.callbacks.step", "1")  # fmt: skip
+        captured = []
+
+        class Keep(MotCLI):  # the CLI object, kept for its result
+            def __init__(self, *args, **kwargs):
+                captured.append(self)
+                super().__init__(*args, **kwargs)
+
+        with pytest.raises(InjectedFailure):
+            Keep(args=["fit", *_args("mot.yaml", c4_dir, tokenizer_path), *stopper, *failing,
+                       "--trainer.max_steps", str(2 * N)])  # fmt: skip
+    finally:
+        mp.undo()
+    last = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 1
+    result = captured[0].stop_result
+    assert result.step == 1 and Path(tmp_path, result.checkpoint).resolve() == last.resolve()
+
+
 def test_a_stop_mid_accumulation_waits_for_the_step(tmp_path, c4_dir, tokenizer_path):
     """With 2 micro-batches per step, a SIGTERM after the first micro-batch of step 2 stops
     after that step's update, not before it."""
@@ -153,6 +213,25 @@ def test_resume_from_another_variant_is_refused(runs, c4_dir, tokenizer_path, mo
             "token_choice.yaml", c4_dir, tokenizer_path, "--trainer.max_steps", str(3 * N),
             "--ckpt_path", str(ckpt),
         )  # fmt: skip
+
+
+def test_a_refused_resume_names_the_keys_as_the_user_sets_them(
+    runs, monkeypatch, c4_dir, tokenizer_path
+):
+    """model.net.seq_len is bound from data.seq_len: the message names the key the user set,
+    and only the keys that differ (not whole config dicts)."""
+    monkeypatch.chdir(runs["resumed"].parent.parent)
+    ckpt = runs["resumed"] / "version_0/checkpoints/last.ckpt"
+    with pytest.raises(ValueError) as err:
+        _fit("mot.yaml", c4_dir, tokenizer_path, "--trainer.max_steps", str(3 * N),
+             "--data.seq_len", "8", "--model.net.ffn.n_experts", "16",
+             "--ckpt_path", str(ckpt))  # fmt: skip
+    message = str(err.value)
+    assert message == (
+        "cannot resume: the checkpoint's mot model differs from the configured mot model in "
+        "data.seq_len: checkpoint 16 vs config 8; model.net.ffn.n_experts: checkpoint 32 vs "
+        "config 16"
+    )
 
 
 def test_resume_last_without_a_checkpoint_is_an_error(

@@ -79,7 +79,7 @@ def test_init_from_mot_with_other_experts_fails_clearly(
     monkeypatch.chdir(tmp_path)
     cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, "--trainer.max_steps", "1"))
     ckpt = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
-    with pytest.raises(ValueError, match="MoT checkpoint.*n_experts 32"):
+    with pytest.raises(ValueError, match="MoT checkpoint.*n_experts 32") as err:
         cli_main(
             _args(
                 "validate",
@@ -92,6 +92,11 @@ def test_init_from_mot_with_other_experts_fails_clearly(
                 "16",
             )
         )
+    # Only the key that differs, as the user sets it (it printed both whole config dicts).
+    assert str(err.value).endswith(
+        "differs from the configured token_choice model in model.net.ffn.n_experts: "
+        "checkpoint 32 vs config 16"
+    )
 
 
 SWITCH = (

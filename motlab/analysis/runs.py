@@ -6,14 +6,20 @@ last`` logs its resume into the version directory it resumes, re-doing the steps
 checkpoint. They are merged per scalar tag: points are ordered by wall time and, where the same
 step was logged twice, the later point wins.
 
+Steps are steps trained, counted from 1, as motlab's messages count them: Lightning logs the
+metrics of the n-th optimiser step (and of the validation after it) at TensorBoard index
+``n - 1``, which is read here as step ``n`` (:func:`motlab.clock.step_at_index`), so that step
+``n`` lies beside the ``n × tokens per step`` tokens trained by then. TensorBoard's own charts
+show the index.
+
 Several ``version_N`` directories are usually *separate* runs: the same command trained again
-starts a new version at step 0. A version continues the one before it (in time) only when its
+starts a new version at step 1. A version continues the one before it (in time) only when its
 steps continue past that version's last step, and its saved ``config.yaml``, where there is one,
 records a ``ckpt_path`` (a resume from a checkpoint, e.g. with another ``checkpoint.dirpath``).
-A version that logged at one step only is an evaluation (``motlab validate``/``test`` log at
-step 0 into a version of their own), not a run. (:func:`motlab.rundir.newest_run` holds this
-rule.) :func:`read_run` reads the newest run's version and the unbroken chain of versions it
-continues; the others are left out, listed in :attr:`Run.left_out` and named in a
+A version that logged at one step only is an evaluation (``motlab validate``/``test`` log
+once, at index 0, into a version of their own), not a run. (:func:`motlab.rundir.newest_run`
+holds this rule.) :func:`read_run` reads the newest run's version and the unbroken chain of
+versions it continues; the others are left out, listed in :attr:`Run.left_out` and named in a
 :class:`SeparateRunsWarning`. Pass ``version`` to read one version only.
 
 Every point carries its step, value, absolute wall time and *elapsed* seconds: time since the
@@ -32,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from motlab.clock import step_at_index
 from motlab.metrics import TOKENS_SEEN
 from motlab.rundir import (
     HPARAMS,
@@ -151,13 +158,17 @@ def event_files(path: str | Path, version: int | str | None = None) -> list[Path
 
 
 def _read_file(path: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """{tag: [(step, wall_time, value), ...]} of one event file, in file order."""
+    """{tag: [(step, wall_time, value), ...]} of one event file, in file order; steps trained
+    (TensorBoard's index + 1)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
     acc.Reload()
     return {
-        tag: [(int(e.step), float(e.wall_time), float(e.value)) for e in acc.Scalars(tag)]
+        tag: [
+            (step_at_index(int(e.step)), float(e.wall_time), float(e.value))
+            for e in acc.Scalars(tag)
+        ]
         for tag in acc.Tags()["scalars"]
     }
 
@@ -314,7 +325,7 @@ def _left_out_message(path: Path, chain: list[Version], left_out: list[Version],
     def why(g: Version) -> str:
         name = _relative(g.directory, root)
         if g.is_evaluation:
-            return f"{name} (step {g.first_step} only: an evaluation, e.g. motlab validate)"
+            return f"{name} (one point only: an evaluation, e.g. motlab validate)"
         return f"{steps(g)}: another run"
 
     return (
@@ -389,6 +400,12 @@ def to_frame(rows: list[dict[str, Any]]) -> Any:
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("to_frame needs pandas: pip install pandas") from err
     return pd.DataFrame(rows)
+
+
+def steps_cell(steps: float | None) -> str | None:
+    """Steps (or seconds) to a target as a table shows them: interpolated between logged points,
+    so to one decimal (34.55 is ``34.6``, not ``35``); the CSV and the Python values are exact."""
+    return None if steps is None else f"{steps:,.1f}"
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:

@@ -11,10 +11,10 @@ in ⅓ of the steps"). A curve that is already at or below the target at its fir
 counts that point's step (nothing can be said about the steps before it); a curve that never
 reaches the target gives None.
 
-Steps are TensorBoard step indices as logged. Lightning logs the metrics of the n-th optimiser
-step (and a validation run after it) at index n - 1, while ``perf/tokens_seen`` counts all n
-steps; on runs of a few dozen steps the step and token ratios therefore differ by a few
-percent, on real runs not visibly.
+Steps are steps trained, counted from 1 (:mod:`motlab.analysis.runs` reads the metrics
+Lightning logs at TensorBoard index ``n - 1`` as step ``n``), so steps and tokens to a target
+agree: ``tokens = steps × tokens per step``. Both are interpolated, hence fractional;
+``motlab compare`` prints steps to one decimal, the CSV and these functions give them exact.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ class StopResult:
 class StopOnSignal(pl.Callback):
     """Stop ``fit`` at the end of the optimiser step in progress on the first Ctrl-C or SIGTERM.
 
-    A second Ctrl-C aborts at once, saving nothing. Under DDP the ranks agree on the step to stop
+    A second Ctrl-C aborts at once, saving nothing; a SIGTERM after the first signal asks for
+    the same stop. Under DDP the ranks agree on the step to stop
     at with one boolean reduction per optimiser step. The handlers are installed when training
     starts (in the main thread only) and the previous ones restored when it ends.
 
@@ -86,9 +87,13 @@ class StopOnSignal(pl.Callback):
                 self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
-        if self._requested is not None and signum == signal.SIGINT:
-            self._restore_handlers()
-            raise KeyboardInterrupt
+        if self._requested is not None:
+            if signum == signal.SIGINT:
+                self._restore_handlers()
+                raise KeyboardInterrupt
+            # A SIGTERM after the stop was asked for (a launcher passing a Ctrl-C on, a
+            # scheduler) asks for the same stop: the run ends as the first signal asked.
+            return
         self._requested = signal.Signals(signum)
         rank_zero_info(
             f"\n{self._requested.name}: stopping at the end of this optimiser step and "
@@ -120,11 +125,20 @@ class StopOnSignal(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._restore_handlers()
+        """A run that fails after the step it stopped at (its stop-time validation, say) still
+        says where that step is: it was saved at the end of the step, before the failure."""
+        self.on_train_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore_handlers()
-        if self._stopped_by is None:
+        try:
+            self._report(trainer)
+        finally:
+            # After the report: a SIGTERM under the default handler would end the process
+            # before it had said where the step is.
+            self._restore_handlers()
+
+    def _report(self, trainer: pl.Trainer) -> None:
+        if self._stopped_by is None or self.result is not None:
             return
         saver = trainer.checkpoint_callback
         path = getattr(saver, "last_model_path", "") or None

@@ -7,7 +7,7 @@ Two gaps between ``torchdata``'s loader state and what a Lightning checkpoint ne
    batch ``N + 1`` and its state says so, so a resumed run would skip a batch. This loader keeps
    the states after each of its last few batches and returns the one after the last batch the
    consumer took: the consumer reports each batch it takes with :meth:`mark_consumed` (the data
-   module does, from Lightning's public ``on_before_batch_transfer`` hook, which the fit loop
+   module does, from Lightning's public ``on_after_batch_transfer`` hook, which the fit loop
    calls once per batch it trains on, after its prefetch), so no Lightning internals are read.
 2. Under DDP only rank 0 writes the checkpoint, so each rank's loader state would be lost. The
    state is gathered from all ranks (``all_gather_object``; ``state_dict`` is called on every

@@ -30,12 +30,24 @@ from motlab.data.sources import (
     local_c4_files,
 )
 from motlab.data.stream import PackedStream
-from motlab.data.tokenizer import load_tokenizer, token_id
+from motlab.data.tokenizer import load_tokenizer, looks_like_path, token_id
 from motlab.data.validation import ValidationBatches
 
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": "train", "val": "validation"}
+
+
+def _absolute(source: Any, hub_name_allowed: bool = False) -> Any:
+    """A local path (or glob, or list of them) made absolute; None, and a hub repository name
+    where one is allowed (``gpt2``, a name that is no local path), as they are."""
+    if isinstance(source, (list, tuple)):
+        return [_absolute(s) for s in source]
+    if not isinstance(source, str):
+        return source
+    if hub_name_allowed and not looks_like_path(source) and not os.path.exists(source):
+        return source
+    return os.path.abspath(os.path.expanduser(source))
 
 
 class C4DataModule(pl.LightningDataModule):
@@ -71,7 +83,9 @@ class C4DataModule(pl.LightningDataModule):
         val_batches: Validation batches per device and validation run (0 = no validation).
             The validation set is the first ``val_batches * batch_size * world_size`` windows
             of the validation files in order, the same whatever ``num_workers``; it is
-            tokenized once and cached.
+            tokenized once and cached. Validation files that hold fewer windows give a set cut
+            to whole groups of the model's ``group_size`` on every device
+            (:meth:`keep_whole_groups`), with a warning before the first training step.
         hub_dataset: Hugging Face dataset streamed when ``path`` and the globs are unset.
         hub_config: Its configuration (and the subfolder of ``path``), e.g. ``en``.
         text_field: Record field holding the document text.
@@ -127,6 +141,10 @@ class C4DataModule(pl.LightningDataModule):
             if value < low:
                 raise ValueError(f"--data.{name} must be >= {low}, got {value}")
         self.save_hyperparameters()
+        # Checkpoints carry these settings (motlab zeroshot reads its tokenizer and C4 filler
+        # from them, maybe in another directory): local paths are saved absolute.
+        for key in ("path", "tokenizer", "train_files", "val_files"):
+            self.hparams[key] = _absolute(self.hparams[key], hub_name_allowed=key == "tokenizer")
         self.path = path
         self.train_files = train_files
         self.val_files = val_files
@@ -157,6 +175,9 @@ class C4DataModule(pl.LightningDataModule):
         self.vocab_size: int = self.tokenizer.get_vocab_size(with_added_tokens=True)
         """Tokenizer vocabulary size (50257 for GPT-2): the model's embedding size."""
 
+        self.group_size = 1
+        """Every evaluation batch is a multiple of this many windows: the model's group size
+        (MoT, expert choice), set by :meth:`keep_whole_groups`."""
         self.rank, self.world = 0, 1
         self._files: dict[str, list[DocFile]] = {}
         self._train_loader: ResumableLoader | None = None
@@ -258,7 +279,7 @@ class C4DataModule(pl.LightningDataModule):
             dataset,
             rank=self.rank,
             world_size=self.world,
-            track_consumer=True,  # on_before_batch_transfer reports each batch trained on
+            track_consumer=True,  # on_after_batch_transfer reports each batch trained on
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
         )
@@ -288,18 +309,44 @@ class C4DataModule(pl.LightningDataModule):
                 num_workers=1,
             )
             self._val_set = ValidationBatches(
-                stream, self.rank, self.world, self.batch_size, self.val_batches
+                stream, self.rank, self.world, self.batch_size, self.val_batches, self.group_size
             )
         return self._val_set
+
+    def keep_whole_groups(self, group_size: int) -> None:
+        """Make every validation and test batch whole groups of ``group_size`` windows, and read
+        the validation set now.
+
+        A MoT or expert-choice model mixes or picks among the rows of a batch in groups of
+        ``group_size``; a validation set shorter than ``val_batches × batch_size × world_size``
+        windows would otherwise end in a batch that is not a multiple of it and fail at the
+        first validation, after the training before it. The set is cut to whole groups on every
+        device instead (:mod:`motlab.data.validation`). ``LitLM.setup`` calls this before the
+        first step, so that a short set is reported (and an empty one refused) before any
+        compute is spent.
+        """
+        if self.batch_size % group_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is not a multiple of the group size "
+                f"{group_size}"
+            )
+        if group_size != self.group_size:
+            self.group_size = group_size
+            self._val_set = None
+        if self.val_batches > 0:
+            self.val_dataloader().batches()
 
     def test_dataloader(self) -> ValidationBatches | list[Any]:
         """C4 has no labelled test split here: ``motlab test`` evaluates the validation set."""
         return self.val_dataloader()
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Report each training batch the fit loop takes to the train loader, so that its saved
         position is the one after the last batch trained on, not after the batch Lightning
-        prefetched (a public hook: the loop calls it once per batch, after fetching)."""
+        prefetched (a public hook: the loop calls it once per batch, after fetching it and
+        moving it to the device, and right before it counts the batch as taken: a checkpoint
+        saved on an error in between steps, ``RunCheckpoint.on_exception``, can tell by that
+        count whether this position is ahead of the weights)."""
         trainer = self.trainer
         if self._train_loader is not None and trainer is not None and trainer.training:
             self._train_loader.mark_consumed()

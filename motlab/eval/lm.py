@@ -26,7 +26,13 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_model, read_data_config, resolve_checkpoint, resolves_here
+from motlab.checkpoint import (
+    load_model,
+    read_data_config,
+    resolve_checkpoint,
+    saved_source,
+    saved_tokenizer,
+)
 from motlab.decoding import complete
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
@@ -136,10 +142,11 @@ class MotlabLM(TemplateLM):
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
         saved = read_data_config(path)
-        self.tokenizer_source = str(
-            tokenizer
-            or (saved.get("tokenizer") if resolves_here(saved.get("tokenizer")) else "gpt2")
-        )
+        if tokenizer is None:
+            tokenizer = saved_tokenizer(
+                saved, path, "motlab zeroshot --tokenizer PATH, model_args tokenizer=PATH"
+            )
+        self.tokenizer_source = str(tokenizer or "gpt2")
         self._tok = load_tokenizer(self.tokenizer_source)
         vocab = self._tok.get_vocab_size(with_added_tokens=True)
         if vocab > self.model.cfg.vocab_size:
@@ -154,7 +161,15 @@ class MotlabLM(TemplateLM):
         self._filler_dm: Any = None
         self._filler_windows = filler_pool
         if self.group_size > 1 and filler == "c4":
-            data = data or (saved.get("path") if resolves_here(saved.get("path")) else None)
+            saved_data, missing = saved_source(saved, "path")
+            if data is None and missing is not None:
+                log.warning(
+                    "%s was trained on %s, which is not found here: C4 filler from the hub "
+                    "instead (pass --data DIR, model_args data=DIR, for a local copy)",
+                    path,
+                    missing,
+                )
+            data = data or saved_data
             # Files found (or the hub reached) now; the windows are read on first use, after
             # the harness has loaded its tasks.
             self._filler_dm = c4_datamodule(data, self.tokenizer_source, self.max_length, self.seed)

@@ -118,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"motlab zeroshot: error: {message}", file=sys.stderr)
         return 2
 
+    if args.output:
+        from motlab.analysis.output import output_path
+
+        try:  # its directory made now, not after the evaluation
+            args.output = str(output_path(args.output))
+        except OSError as err:
+            return fail(err)
+
     from motlab.eval import MISSING_HARNESS
 
     try:

@@ -301,14 +301,27 @@ def ffn_config(spec: Mapping[str, Any] | FFNConfig) -> FFNConfig:
     if dataclasses.is_dataclass(spec):
         return spec  # type: ignore[return-value]
     spec = dict(spec)  # type: ignore[arg-type]
+    chosen = "variant" in spec
     name = spec.pop("variant", "dense")
     config_cls = _variant(name).config
     fields = {f.name for f in config_fields(config_cls)}
     unknown = sorted(set(spec) - fields)
     if unknown:
+        owners = sorted(
+            other
+            for other, v in FFN_REGISTRY.items()
+            if set(unknown) <= {f.name for f in config_fields(v.config)}
+        )
+        hint = f" (keys of {', '.join(owners)})" if owners else ""
+        if not chosen:
+            hint += (
+                "; model.net.ffn sets no variant, so it is 'dense': a model.net.ffn mapping in "
+                "a later config file replaces the earlier one whole, so repeat its variant "
+                "there, or change single keys with flags (--model.net.ffn.KEY VALUE)"
+            )
         raise ValueError(
-            f"unknown key(s) {unknown} for feed-forward variant {name!r}; "
-            f"valid keys: {sorted(fields)} (`motlab variants {name}` describes them)"
+            f"unknown key(s) {unknown} for feed-forward variant {name!r}{hint}; valid keys: "
+            f"{sorted(fields)} (`motlab variants {name}` describes them)"
         )
     hints = typing.get_type_hints(config_cls)
     wrong = [

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
+from motlab.config_keys import ConfigKeyError, check_config_keys, missing_required
 from motlab.rundir import experiment_root
 from motlab.sweep.spec import SweepError, SweepRun
 
@@ -52,8 +53,17 @@ def _fit_parser() -> ArgumentParser:
 
 
 def parse_run(run: SweepRun) -> Namespace:
-    """``run``'s merged config, as ``motlab fit`` would parse it (raises on unknown keys, types)."""
-    return _fit_parser().parse_args(run.fit_args()[1:])
+    """``run``'s merged config, as ``motlab fit`` would parse it: an unknown key is named with
+    its file or flag and the closest valid keys (:mod:`motlab.config_keys`, as ``motlab fit``
+    does), a key the config requires and leaves unset too; wrong value types raise."""
+    args = run.fit_args()[1:]
+    parser = _fit_parser()
+    check_config_keys(parser, args)
+    config = parser.parse_args(args)
+    missing = missing_required(config, args)
+    if missing:
+        raise ConfigKeyError("\n".join(missing))
+    return config
 
 
 def check_run(run: SweepRun) -> CheckedRun:

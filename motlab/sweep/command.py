@@ -205,14 +205,17 @@ def write_report(
     log(report.table())
     if report.missing:
         log(f"not run yet (no {report.tag} logged): {', '.join(report.missing)}")
-    csv_path = write_csv(report.rows, csv_path or save_dir / "report.csv")
-    log(f"wrote {csv_path}")
-    if not figure_backend():
-        log('no figure: it needs matplotlib (pip install "motlab[analysis]")')
-        return 0
-    from motlab.sweep.figure import plot_sweep
+    try:
+        csv_path = write_csv(report.rows, csv_path or save_dir / "report.csv")
+        log(f"wrote {csv_path}")
+        if not figure_backend():
+            log('no figure: it needs matplotlib (pip install "motlab[analysis]")')
+            return 0
+        from motlab.sweep.figure import plot_sweep
 
-    plot_path = save_figure(plot_sweep(report), plot_path or save_dir / "report.png")
+        plot_path = save_figure(plot_sweep(report), plot_path or save_dir / "report.png")
+    except OSError as err:  # e.g. a file where a directory of the path should be
+        raise SweepError(f"cannot write the report: {err}") from err
     log(f"wrote {plot_path}")
     return 0
 

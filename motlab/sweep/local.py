@@ -42,13 +42,13 @@ def _run_fit(args: Sequence[str], python: str) -> int:
         return proc.wait()
     except (KeyboardInterrupt, _Terminated):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the save
-        try:
-            # Ctrl-C in a terminal reached the child as well (same process group); a signal
-            # sent to this process alone did not: then ask the child to stop with SIGTERM.
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        # Ctrl-C in a terminal reached the child as well (same process group); a signal sent to
+        # this process alone did not. SIGTERM asks the child to stop either way, at once: one
+        # that is already stopping takes it for the same stop (and still reports the Ctrl-C),
+        # whereas a SIGTERM sent later, after a slow step, could find it past its handlers.
+        if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait()
+        proc.wait()
         raise KeyboardInterrupt from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from motlab.analysis.runs import event_files, format_table, read_run
+from motlab.analysis.runs import event_files, format_table, read_run, steps_cell
 from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
 from motlab.rundir import experiment_dir
 from motlab.sweep.spec import MANIFEST, SweepError
@@ -59,8 +59,11 @@ class SweepReport:
             steps_to_target="steps to target",
             speedup_steps="speed-up (steps)",
         )
+        cells = [
+            dict(row, steps_to_target=steps_cell(row.get("steps_to_target"))) for row in self.rows
+        ]
         return format_table(
-            [{label: row.get(key) for key, label in columns.items()} for row in self.rows]
+            [{label: row.get(key) for key, label in columns.items()} for row in cells]
         )
 
 

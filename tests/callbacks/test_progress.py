@@ -49,7 +49,7 @@ def test_tokens_per_second_read_with_si_prefixes(tmp_path, monkeypatch, c4_dir, 
     shown = bar.get_metrics(cli.trainer, cli.model)["tok/s"]
     # A number: the one logged at the run's last step (step 2, TensorBoard index 1),
     logged = read_run(tmp_path / "runs/dense")["perf/tokens_per_sec"]
-    assert list(logged.steps) == [0, 1]
+    assert list(logged.steps) == [1, 2]  # steps trained
     assert float(shown) == pytest.approx(logged.final, rel=1e-6)
     train = bar.train_progress_bar
     train.set_postfix({"tok/s": shown}, refresh=False)

@@ -73,6 +73,21 @@ def test_without_a_checkpoint_callback_the_result_says_nothing_was_saved(tmp_pat
     assert stop.result.exit_status == 130
 
 
+def test_a_sigterm_after_ctrl_c_asks_for_the_same_stop(tmp_path) -> None:
+    """A launcher passes Ctrl-C on as SIGTERM (the sweep's, to a run it also reached): the run
+    still stops after the step Ctrl-C found, as a Ctrl-C (exit 130), not as the SIGTERM."""
+    stop = StopOnSignal(["motlab", "fit"])
+    ckpt = RunCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_last=True)
+    signals = (SignalAt(2, "SIGINT"), SignalAt(2, "SIGTERM"))
+    trainer = _fit(tmp_path, *signals, stop, ckpt, accumulate_grad_batches=2)
+    assert trainer.global_step == 2
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert (stop.result.signal, stop.result.step, stop.result.exit_status) == (
+        signal.SIGINT, 2, 130,
+    )  # fmt: skip
+    assert stop.result.message().startswith("SIGINT: stopped after step 2, saved ")
+
+
 def test_a_run_no_signal_stops_has_no_result(tmp_path) -> None:
     stop = StopOnSignal()
     _fit(tmp_path, stop, enable_checkpointing=False)

@@ -331,3 +331,66 @@ def test_parquet_and_gzipped_json_globs(
     with pytest.warns(MalformedRecordWarning, match=r"a\.parquet, row 2: .*NoneType"):
         assert next(iter(dm.train_dataloader())).shape == (2, 33)
         assert len(list(dm.val_dataloader())) == 1
+
+
+def test_a_short_validation_set_is_cut_to_whole_groups_on_every_rank(
+    tokenizer_path: Path, small_files: list[Path]
+) -> None:
+    """Validation files holding fewer windows than val_batches × batch_size × world_size: the
+    set is the first multiple of G × world_size windows there are, every batch of every rank
+    whole groups of G (a MoT model fails on any other), and the warning gives the counts."""
+
+    def val(group_size: int, **kwargs) -> tuple[list[torch.Tensor], C4DataModule]:
+        dm = dm_for(tokenizer_path, val_files=str(small_files[0]), seq_len=16, **kwargs)
+        dm.setup("validate")
+        dm.keep_whole_groups(group_size)
+        return list(dm.val_dataloader()), dm
+
+    every, _ = val(1, batch_size=1, val_batches=10_000)  # all windows of the file
+    total = sum(len(b) for b in every)
+    assert total > 20
+    G = 4
+    for world in (1, 2):
+        with pytest.warns(UserWarning, match=f"holds {total} windows") as record:
+            per_rank = [
+                val(G, batch_size=8, val_batches=100, global_rank=r, world_size=world)[0]
+                for r in range(world)
+            ]
+        usable = total // (G * world) * (G * world)
+        assert f"validating on the first {usable}, {usable // world} per device" in str(
+            record[0].message
+        )
+        assert f"the last {total - usable} are left out" in str(record[0].message)
+        assert all(len(b) % G == 0 for batches in per_rank for b in batches)
+        assert [sum(len(b) for b in batches) for batches in per_rank] == [usable // world] * world
+        merged = torch.stack([torch.cat(batches) for batches in per_rank], 1).flatten(0, 1)
+        assert torch.equal(merged, torch.cat(every)[:usable])  # the first windows, in order
+    # Fewer windows than one group per device: refused (LitLM.setup calls this before the
+    # first step), naming the way out.
+    with pytest.raises(ValueError, match="fewer than one group of 128 windows per device.*val_b"):
+        val(128, batch_size=128, val_batches=10)
+
+
+def test_local_paths_are_saved_absolute(
+    c4_dir: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints carry the data module's settings; relative paths would mean nothing to
+    motlab zeroshot run from another directory. A hub name stays a name."""
+    import os
+
+    monkeypatch.chdir(c4_dir.parent)
+    dm = C4DataModule(
+        path=os.path.relpath(c4_dir), tokenizer=os.path.relpath(tokenizer_path),
+        val_files=[os.path.relpath(c4_dir / "en" / "*.json.gz")], num_workers=0,
+    )  # fmt: skip
+    saved = {k: Path(dm.hparams[k]) for k in ("path", "tokenizer")}
+    assert all(p.is_absolute() for p in saved.values())
+    assert saved["path"].resolve() == c4_dir.resolve()
+    assert saved["tokenizer"].resolve() == tokenizer_path.resolve()
+    (glob,) = dm.hparams["val_files"]
+    assert Path(glob).is_absolute() and Path(glob).parent.resolve() == (c4_dir / "en").resolve()
+    assert dm.hparams["train_files"] is None
+    assert dm.path == os.path.relpath(c4_dir)  # messages name the path as given
+    from motlab.data.module import _absolute
+
+    assert _absolute("gpt2", hub_name_allowed=True) == "gpt2"

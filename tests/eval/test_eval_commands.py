@@ -48,7 +48,7 @@ def yes_checkpoint(tmp_path_factory) -> Path:
 def test_zeroshot_scores_a_jsonl_file_and_a_task_yaml(
     yes_checkpoint, tokenizer_path, c4_dir, tmp_path, capsys, monkeypatch
 ):
-    out = tmp_path / "results.json"
+    out = tmp_path / "out" / "zs" / "results.json"  # its directories are created
     common = ["--checkpoint", str(yes_checkpoint), "--tokenizer", str(tokenizer_path)]
     common += ["--data", str(c4_dir), "--filler-pool", "8", "--device", "cpu"]
     argv = [*common, "--task", str(FIXTURES / "mc_yes.jsonl"), "--output", str(out)]
@@ -108,3 +108,15 @@ def test_hub_task_offline_and_unknown_task_are_clear_errors(yes_checkpoint, toke
     assert "baber/piqa" in err and "--task PATH.jsonl" in err
     assert zeroshot([*common, "--task", "missing/file.jsonl"]) == 2
     assert "no task file at missing/file.jsonl" in capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_written_fails_before_the_evaluation(
+    yes_checkpoint, tmp_path, capsys
+):
+    (tmp_path / "taken").write_text("a file where the output's directory should be")
+    out = tmp_path / "taken" / "results.json"
+    argv = ["--checkpoint", str(yes_checkpoint), "--task", str(FIXTURES / "mc_yes.jsonl")]
+    assert zeroshot([*argv, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"motlab zeroshot: error: cannot write {out}: {tmp_path / 'taken'} is a file" in err
+    assert "group size" not in err  # before the model was loaded

@@ -213,3 +213,39 @@ def test_bad_model_args_fail_before_any_work(mot_checkpoint, tmp_path):
         MotlabLM(checkpoint=str(tmp_path / "missing.ckpt"))
     with pytest.raises(FileNotFoundError):
         MotlabLM(checkpoint=ckpt, data=str(tmp_path / "no_c4"), device="cpu")
+
+
+def test_the_checkpoints_tokenizer_is_found_from_another_directory(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path
+):
+    """A run started with relative data paths saves them absolute, so the backend finds its
+    tokenizer from anywhere (it took the hub's gpt2 instead, silently); a saved path that is
+    not found here is named."""
+    import os
+
+    from motlab.cli import cli_main
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "train")
+    relative = [os.path.relpath(p) for p in (c4_dir, tokenizer_path)]
+    cli_main(
+        ["fit", "--config", str(REPO / "conf/dense.yaml"), "--config", str(REPO / "conf/tiny.yaml"),
+         "--data.path", relative[0], "--data.tokenizer", relative[1], "--data.num_workers", "0",
+         "--data.val_batches", "0", "--trainer.max_steps", "1", "--trainer.logger", "false",
+         "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", "ckpt"]
+    )  # fmt: skip
+    ckpt = tmp_path / "train/ckpt/last.ckpt"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    backend = MotlabLM(checkpoint=str(ckpt), device="cpu")
+    assert backend.tokenizer_source == os.path.abspath(tokenizer_path)
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["datamodule_hyper_parameters"]["path"] == os.path.abspath(c4_dir)
+    old = "../tokenizers/gpt2/tokenizer.json"  # as older runs saved it: relative to their start
+    saved["datamodule_hyper_parameters"]["tokenizer"] = old
+    torch.save(saved, tmp_path / "old.ckpt")
+    with pytest.raises(FileNotFoundError, match=f"tokenizer {old}, which is not found here"):
+        MotlabLM(checkpoint=str(tmp_path / "old.ckpt"), device="cpu")
+    # Named explicitly, it is used.
+    explicit = MotlabLM(checkpoint=str(tmp_path / "old.ckpt"), tokenizer=str(tokenizer_path))
+    assert explicit.tokenizer_source == str(tokenizer_path)

@@ -84,8 +84,19 @@ def test_shipped_sweeps_stay_valid_at_tiny_size(monkeypatch):
             r"(?s)model\.optim.*lr.*Got value: fast",
         ),
         # An unknown key: in the ffn mapping (the variant's valid keys listed) and elsewhere.
-        ({"n": {"model.net.ffn.n_expert": [4]}}, [], ["n=4"], r"unknown key\(s\) \['n_expert'\]"),
-        ({"x": {"trainer.max_step": [3]}}, [], ["x=3"], r"unrecognized arguments"),
+        (
+            {"n": {"model.net.ffn.n_expert": [4]}},
+            [],
+            ["n=4"],
+            r"unknown key model\.net\.ffn\.n_expert \(the flag --model\.net\.ffn\.n_expert\); "
+            r"did you mean model\.net\.ffn\.n_experts",
+        ),
+        (
+            {"x": {"trainer.max_step": [3]}},
+            [],
+            ["x=3"],
+            r"unknown key trainer\.max_step .*did you mean trainer\.max_steps",
+        ),
         # The batch must be a multiple of the group size.
         ({"G": {"model.net.ffn.group_size": [32, 96]}}, [], ["G=96"], r"not a multiple of"),
         # Any layer check: MoT's temperature must be positive.
@@ -101,6 +112,25 @@ def test_each_bad_combination_is_named(tmp_path, monkeypatch, axes, flags, bad, 
         check_runs(runs)
     named = [r.name for r in runs if f"run {r.name}:" in str(err.value)]
     assert named == bad
+
+
+def test_an_unknown_key_is_named_once_per_run_in_short(tmp_path, monkeypatch):
+    """A typo in a file every run reads: each run says it in one line, with the file and the
+    key it meant (not jsonargparse's usage per run)."""
+    monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data:\n  batch_sise: 64\n")
+    runs = load_sweep(sweep_file(tmp_path, {"E": {"model.net.ffn.n_experts": [8, 32]}})).runs
+    with pytest.raises(SweepError) as err:
+        check_runs(runs(overlays=[str(typo)]))
+    line = f"    unknown key data.batch_sise (in {typo}); did you mean data.batch_size?"
+    assert str(err.value).splitlines() == [
+        "2 of 2 runs are invalid; nothing was started.",
+        "run E=8:",
+        line,
+        "run E=32:",
+        line,
+    ]
 
 
 def test_sweep_requirements_are_checked(tmp_path, monkeypatch):

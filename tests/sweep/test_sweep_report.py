@@ -144,3 +144,20 @@ def test_report_without_a_baseline_or_any_logs(tmp_path, make_sweep):
     with pytest.raises(SweepError, match="has logged val/loss yet"):
         build_report(read_manifest(make_sweep(tmp_path / "empty", {})), tmp_path / "empty" / "runs")
     assert compare_main(["--sweep", str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_reports_output_directories_are_created(tmp_path, capsys, make_sweep):
+    """--csv and --plot into directories that do not exist yet (a traceback before); a path
+    with a file where a directory should be is one error naming it."""
+    save_dir = make_sweep(tmp_path)
+    csv_path, plot = tmp_path / "tables" / "s.csv", tmp_path / "figs" / "a" / "s.png"
+    assert (
+        compare_main(["--sweep", str(save_dir), "--csv", str(csv_path), "--plot", str(plot)]) == 0
+    )
+    assert csv_path.read_text().startswith("run,") and plot.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "taken").write_text("a file")
+    bad = tmp_path / "taken" / "s.csv"
+    assert compare_main(["--sweep", str(save_dir), "--csv", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write the report: cannot write {bad}: {tmp_path / 'taken'} is a" in err
+    assert "Traceback" not in err
