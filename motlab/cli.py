@@ -357,6 +357,7 @@ TOOLS = {
     "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
     "sweep": "motlab.sweep",  # motlab sweep conf/sweeps/FILE.yaml [--dry-run] [-- FIT_FLAGS]
     "generate": "motlab.generate_command",  # motlab generate --checkpoint CKPT --prompt TEXT
+    "export": "motlab.hf.command",  # motlab export --checkpoint CKPT --out DIR: Hugging Face
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
@@ -394,7 +395,7 @@ def _error_block(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval|generate ...``.
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval|generate|export``.
 
     motlab's own errors about the configuration, files or the hub print as one ``error:`` block
     and exit with status 2, as argument errors do; ``MOTLAB_TRACEBACK=1`` keeps the traceback.
