@@ -20,11 +20,12 @@ that is a multiple of G takes no filler.
 **Padding.** ``attention_mask`` (1 = real, 0 = padding, left or right) becomes motlab's padding
 mask: padding takes no position, no token attends to it, and it takes no part in a group.
 
-**Decoding state.** ``use_cache`` keeps motlab's static :class:`~motlab.kv_cache.KVCache` for
-every row, filler rows included, in a :class:`MotlabCache` returned as the output's cache and
-given back by ``generate()`` at the next step. The context is at most ``seq_len`` tokens
-(``max_position_embeddings``): learned positions end there. Greedy decoding and sampling work;
-beam search, which reorders the rows of the state, does not.
+**Decoding state.** ``use_cache`` keeps motlab's :class:`~motlab.kv_cache.KVCache` for every row,
+filler rows included, in a :class:`MotlabCache` returned as the output's cache and given back by
+``generate()`` at the next step. ``generate`` does not say how long the context will get, so the
+cache starts with the prompt's slots and doubles when full (:meth:`KVCache.grown`). The context
+is at most ``seq_len`` tokens (``max_position_embeddings``): learned positions end there.
+Greedy decoding and sampling work; beam search, which reorders the rows of the state, does not.
 """
 
 from __future__ import annotations
@@ -136,11 +137,11 @@ class MotlabForCausalLM(PreTrainedModel, GenerationMixin):
             )  # fmt: skip
         return self._filler_WT
 
-    def new_cache(self, n_rows: int) -> MotlabCache:
+    def new_cache(self, n_rows: int, slots: int = 1) -> MotlabCache:
         """An empty decoding state for ``n_rows`` rows (and the filler rows that complete their
-        groups), with room for ``seq_len`` tokens."""
+        groups), with room for ``slots`` tokens to begin with (it grows as the context does)."""
         G = self.group_size
-        return MotlabCache(self.net.new_cache(-(-n_rows // G) * G), n_rows)
+        return MotlabCache(self.net.new_cache(-(-n_rows // G) * G, slots), n_rows)
 
     def forward(
         self,
@@ -166,17 +167,19 @@ class MotlabForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache is None:
             use_cache = bool(self.config.use_cache) and not self.training
         n_rows, T = input_ids.shape
+        seq_len = self.net.cfg.seq_len
         if state is None and use_cache:
-            state = self.new_cache(n_rows)
+            state = self.new_cache(n_rows, min(T, seq_len))
         if state is not None and state.n_rows != n_rows:
             raise ValueError(f"a decoding state for {state.n_rows} rows got {n_rows} rows")
         start = state.seen if state is not None else 0
-        seq_len = self.net.cfg.seq_len
         if start + T > seq_len:
             raise ValueError(
                 f"a context of {start + T} tokens exceeds the model's seq_len={seq_len} "
                 "(max_position_embeddings): its learned positions end there"
             )
+        if state is not None and start + T > state.kv.slots:  # doubling: few copies
+            state.kv = state.kv.grown(min(seq_len, max(start + T, 2 * state.kv.slots)))
         tokens_BT, real_BT = self._complete_groups(input_ids, attention_mask, start)
         h_BTD, aux = self.net.hidden_states(
             tokens_BT, state.kv if state is not None else None, real_BT
