@@ -181,7 +181,7 @@ def _usage(name: str, remote_code: bool, why: str, cfg: GPTConfig) -> list[str]:
         "",
         f"Format: {fmt}. The context is at most {cfg.seq_len} tokens (learned positions). "
         "In motlab, `motlab.load_model(DIR)` and `--model.init_from DIR` read this directory "
-        "back (motlab's `generate` and `zeroshot` then work on it).",
+        "back, and `motlab generate --checkpoint DIR` tries it.",
         "",
     ]
 

@@ -18,6 +18,9 @@ from typing import Any
 
 from torch import Tensor
 
+from motlab.config import GPTConfig
+from motlab.hf.gpt2 import GPT2_NET_KEY, from_gpt2
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -49,9 +52,6 @@ class ExportedNet:
 
 def read_export(path: str | Path, option: str | None = None) -> ExportedNet:
     """The motlab config and weights of the exported directory ``path``."""
-    from motlab.config import GPTConfig
-    from motlab.hf.gpt2 import GPT2_NET_KEY, from_gpt2
-
     path = Path(path)
     where = f"{option} {path}" if option else str(path)
     try:
