@@ -150,7 +150,8 @@ def _inference(cfg: GPTConfig, variant: str) -> list[str]:
             "",
             "Token choice runs **dropless** here (every token gets its experts; "
             "`config.capacity`), so a row's logits do not depend on the rest of the batch. "
-            'Load with `capacity="training"` for the training capacity factor.',
+            'Load with `capacity="training"` for the training capacity factor (and, when '
+            "training further, the load-balancing loss that `forward` adds to the loss).",
             "",
         ]
     return []

@@ -138,6 +138,7 @@ def _tokenizer(
     """The tokenizer to ship (``--tokenizer``, else the one the checkpoint was trained with) and
     its end-of-text id; an error naming the path when it is not here."""
     from motlab.data.tokenizer import load_tokenizer, looks_like_path, token_id
+    from motlab.hub import HubUnreachableError
 
     if source is None:
         source = data.get("tokenizer")
@@ -160,6 +161,12 @@ def _tokenizer(
         tok = load_tokenizer(str(source))
     except ValueError as e:
         raise ValueError(f"{option} {source}: {e}") from e
+    except HubUnreachableError as e:
+        raise HubUnreachableError(
+            f"{option} {source!r} names a tokenizer on the Hugging Face hub, which cannot be "
+            "reached (offline, or no network) and whose local cache lacks it: pass --tokenizer "
+            "PATH/tokenizer.json"
+        ) from e
     vocab = tok.get_vocab_size(with_added_tokens=True)
     if vocab > vocab_size:
         raise ValueError(

@@ -117,12 +117,22 @@ def test_a_bfloat16_export_loads_and_runs(tmp_path, tokenizer_path) -> None:
     x = torch.randint(0, V, (4, 12), generator=torch.Generator().manual_seed(0))
     logits = hf(x).logits
     assert logits.dtype == torch.bfloat16 and logits.isfinite().all()
-    torch.testing.assert_close(logits, model.to(torch.bfloat16)(x), rtol=0, atol=0)  # same code
+    model_bf16 = model.to(torch.bfloat16)  # (in place) the weights as they were stored
+    torch.testing.assert_close(logits, model_bf16(x), rtol=0, atol=0)  # motlab's own code
     assert hf.generate(x[:1, :4], max_new_tokens=3, do_sample=True).shape == (1, 7)
+
+    # Filler windows of one's own (as training text would be) complete a short batch.
+    windows_WT = torch.randint(0, V, (3, 12), generator=torch.Generator().manual_seed(1))
+    hf.set_filler(windows_WT)
+    expected = model_bf16(torch.cat([x[:3], windows_WT[:1]]))[:3]
+    torch.testing.assert_close(hf(x[:3]).logits, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"filler windows must be \(at least 1, at least 12\)"):
+        hf.set_filler(windows_WT[:, :5])
+
     back = load_model(out)
     for key, value in back.state_dict().items():
         assert value.dtype == torch.float32
-        assert torch.equal(value, model.state_dict()[key].float()), key
+        assert torch.equal(value, model_bf16.state_dict()[key].float()), key
 
 
 def test_bad_input_ends_in_an_error_naming_the_path(tmp_path, tokenizer_path, capsys) -> None:
@@ -169,6 +179,9 @@ def test_bad_input_ends_in_an_error_naming_the_path(tmp_path, tokenizer_path, ca
                 "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},
                 "datamodule_hyper_parameters": {"tokenizer": str(gone)}}, lightning)  # fmt: skip
     fails(["--checkpoint", str(lightning)], str(gone), "--tokenizer")
+    fails(["--checkpoint", str(good), "--tokenizer", "no-such-tokenizer-xyz"],
+          "'no-such-tokenizer-xyz' names a tokenizer on the Hugging Face hub",
+          "--tokenizer PATH")  # fmt: skip
 
     with pytest.raises(SystemExit) as exit_info:  # through the motlab command
         motlab_main(["export", "--checkpoint", str(foreign), "--out", str(tmp_path / "x")])
