@@ -4,7 +4,9 @@ Two file kinds are understood: the Lightning checkpoints that ``motlab fit`` wri
 config as a plain dict in ``ckpt["net_config"]`` — the net as saved, which may differ from the
 hyper-parameters after an in-run switch — and in ``ckpt["hyper_parameters"]["net"]``; the
 weights under ``net.``; the data module's settings in ``ckpt["datamodule_hyper_parameters"]``),
-and the plain files :func:`save_model` writes (``{"config": ..., "state_dict": ...}``). ``LitLM``
+the plain files :func:`save_model` writes (``{"config": ..., "state_dict": ...}``), and the
+directories ``motlab export`` writes (config.json and model.safetensors, read by
+:mod:`motlab.hf.files`, so a model from the hub loads too). ``LitLM``
 writes and reads the net config through :func:`store_net_config` and :func:`net_config_of`, the
 evaluation backend reads the data settings with :func:`read_data_config`, the sweeps a run's
 progress with :func:`trained_steps`; where a run's checkpoint is, is :mod:`motlab.rundir`'s.
@@ -34,6 +36,7 @@ from torch import Tensor
 from motlab.atomic import atomic_write
 from motlab.config import GPTConfig
 from motlab.config_keys import user_key
+from motlab.hf.files import TOKENIZER, is_export, read_export
 from motlab.layers.registry import Capacity
 from motlab.model import GPT
 from motlab.rundir import find_resume_checkpoint, resume_candidates
@@ -115,9 +118,10 @@ def load_file(path: str | Path, what: str = WHAT, option: str | None = None) -> 
 
 def resolve_checkpoint(path: str | Path, option: str | None = None) -> Path:
     """A checkpoint file: ``path`` itself, or for a directory (an experiment such as
-    ``runs/mot``, a version or a checkpoint directory) its newest ``last.ckpt``."""
+    ``runs/mot``, a version or a checkpoint directory) its newest ``last.ckpt``; an exported
+    model's directory is itself the checkpoint."""
     path = Path(path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not is_export(path):
         try:
             return find_resume_checkpoint(path)
         except FileNotFoundError as e:
@@ -201,6 +205,9 @@ def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:
     written by ``LitLM.on_save_checkpoint``), else the ``net`` hyper-parameter.
     """
     path = resolve_checkpoint(path, option)
+    if is_export(path):
+        exported = read_export(path, option)
+        return SavedNet(path, exported.config, exported.state, exported.global_step)
     ckpt = load_file(path, option=option)
     where = f"{option} {path}" if option else str(path)
     if "config" in ckpt and "state_dict" in ckpt:  # save_model
@@ -248,7 +255,10 @@ def hyperparameters_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
 def read_data_config(path: str | Path) -> dict[str, Any]:
     """The data module's saved hyper-parameters (``tokenizer``, ``path``, ...) of the Lightning
     checkpoint at ``path``; empty when it has none or cannot be read (reading its model then
-    names the problem)."""
+    names the problem). For an exported model, the tokenizer beside it."""
+    if is_export(path):
+        tokenizer = Path(path) / TOKENIZER
+        return {"tokenizer": str(tokenizer)} if tokenizer.is_file() else {}
     try:
         ckpt = load_file(path)
     except (ValueError, FileNotFoundError):
@@ -344,8 +354,9 @@ def _short(items: list[str], n: int = 5) -> str:
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu", capacity: Capacity = "dropless"
 ) -> GPT:
-    """The GPT stored at ``path`` (a checkpoint file, or an experiment directory such as
-    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``.
+    """The GPT stored at ``path`` (a checkpoint file, an experiment directory such as
+    ``runs/mot`` for its newest ``last.ckpt``, or a directory ``motlab export`` wrote), in
+    eval mode: ``model(tokens_BT) → logits_BTV``.
 
     Set for inference: token-choice layers run at ``capacity``, by default dropless, so a row's
     logits do not depend on the rest of the batch; ``"training"`` keeps the training capacity

@@ -66,8 +66,8 @@ from motlab.callbacks import (
 from motlab.checkpoint import config_to_dict, newest_intact_checkpoint, read_net_config
 from motlab.checkpoint_io import with_durable_io
 from motlab.config import GPTConfig
-from motlab.hub import HubUnreachableError
 from motlab.config_keys import REQUIRED, ConfigKeyError, check_config_keys, missing_required
+from motlab.hub import HubUnreachableError
 from motlab.lit import LitLM
 from motlab.rundir import (
     RESUME_OR_START,
@@ -460,6 +460,7 @@ TOOLS = {
     "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
     "sweep": "motlab.sweep",  # motlab sweep conf/sweeps/FILE.yaml [--dry-run] [-- FIT_FLAGS]
     "generate": "motlab.generate_command",  # motlab generate --checkpoint CKPT --prompt TEXT
+    "export": "motlab.hf.command",  # motlab export --checkpoint CKPT --out DIR: Hugging Face
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
@@ -499,7 +500,7 @@ def _error_block(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval|generate ...``.
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval|generate|export``.
 
     motlab's own errors about the configuration, files or the hub print as one ``error:`` block
     and exit with status 2, as argument errors do; ``MOTLAB_TRACEBACK=1`` keeps the traceback.

@@ -93,6 +93,24 @@ class KVCache(nn.Module):
         self.next_position_B.zero_()
         self.filled_1.zero_()
 
+    def grown(self, slots: int) -> KVCache:
+        """A cache of ``slots`` slots (no fewer than this one's) holding this one's state, for a
+        caller that cannot size it up front (an exported model under transformers' ``generate``,
+        which never says how long the context will get)."""
+        old = self.slots
+        if slots < old:
+            raise ValueError(f"a cache of {old} slots cannot shrink to {slots}")
+        first = self.layers[0].k_BHXA
+        B, H, _, A = first.shape
+        new = KVCache(len(self.layers), B, H, A, slots, first.dtype, first.device)
+        for ours, theirs in zip(self.layers, new.layers, strict=True):
+            theirs.k_BHXA[:, :, :old] = ours.k_BHXA
+            theirs.v_BHXA[:, :, :old] = ours.v_BHXA
+        new.real_BX[:, :old] = self.real_BX
+        new.next_position_B.copy_(self.next_position_B)
+        new.filled_1.copy_(self.filled_1)
+        return new
+
     def advance(self, n_tokens: int, real_BT: Tensor | None = None) -> Step:
         """Claim the next ``n_tokens`` slots for a forward pass of (B, n_tokens) tokens.
 

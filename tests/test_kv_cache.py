@@ -62,3 +62,28 @@ def test_cache_sizes_and_batches_are_checked() -> None:
         model(torch.tensor([[1]]), cache=cache)
     with pytest.raises(ValueError, match="exceeds model.net.seq_len=6"):
         model(torch.zeros(1, 7, dtype=torch.long), real_BT=torch.ones(1, 7, dtype=torch.bool))
+
+
+@torch.no_grad()
+def test_a_grown_cache_decodes_as_one_sized_up_front() -> None:
+    """A cache grown mid-decoding (padded prompt, then steps) keeps its keys, values, padding
+    and positions: the logits equal those of a cache of all the slots from the start."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(size=None, d_model=16, d_ff=32, n_layers=2, n_heads=2, vocab_size=40,
+                    seq_len=12)  # fmt: skip
+    model = GPT(cfg).eval()
+    tokens_BT = torch.randint(0, 40, (2, 9))
+    real_BT = torch.ones(2, 4, dtype=torch.bool)
+    real_BT[1, :2] = False
+    whole, small = model.new_cache(2), model.new_cache(2, 4)
+    expected = [model(tokens_BT[:, :4], cache=whole, real_BT=real_BT)]
+    got = [model(tokens_BT[:, :4], cache=small, real_BT=real_BT)]
+    for t in range(4, 9):
+        if t == small.slots:
+            small = small.grown(2 * small.slots)
+        expected.append(model(tokens_BT[:, t : t + 1], cache=whole))
+        got.append(model(tokens_BT[:, t : t + 1], cache=small))
+    assert small.slots == 16 and int(small.filled_1) == 9
+    torch.testing.assert_close(torch.cat(got, 1), torch.cat(expected, 1), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        small.grown(8)

@@ -1,6 +1,7 @@
 """A fifth variant, defined here and registered with one call, passes the whole per-variant suite,
 trains with ``motlab fit``, validating in the extra evaluation mode it declares, and decodes with
-the KV cache: the proof that a variant costs one file and one registration."""
+the KV cache, and exports to the Hugging Face format: the proof that a variant costs one file and
+one registration."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from variant_suite import (
     check_counts,
     check_decode_step_compiles,
     check_generation_cached_matches_uncached,
+    check_hf_export,
     check_layer_causal,
     check_left_padding,
     check_model_causal,
@@ -108,6 +110,17 @@ def test_decodes_with_the_kv_cache(group_mean: str) -> None:
     check_decode_step_compiles(group_mean)
     check_generation_cached_matches_uncached(group_mean)
     check_left_padding(group_mean)
+
+
+def test_exports_to_hugging_face(group_mean: str, tmp_path, tokenizer_path) -> None:
+    """``motlab export`` copies the variant's classes from this file into the remote code and
+    registers them there: the exported model loads in transformers and computes motlab's logits
+    with no exporter change."""
+    check_hf_export(group_mean, tmp_path, tokenizer_path)
+    extracted = (tmp_path / "group_mean_export").glob("motlab_extra_*.py")
+    source = "".join(p.read_text() for p in extracted)
+    assert "class GroupMeanConfig(FFNConfig)" in source and "class GroupMean(FFNLayer)" in source
+    assert "pytest" not in source and "def test_" not in source  # the classes, not the tests
 
 
 def test_trains_with_motlab_fit(group_mean, c4_dir, tokenizer_path, tmp_path, monkeypatch):
