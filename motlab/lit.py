@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from motlab.calibration import calibrate_routers
 from motlab.checkpoint import (
     check_weights_fit,
     config_to_dict,
@@ -98,6 +99,7 @@ class LitLM(pl.LightningModule):
         # swapped modules fail), so it is never rebuilt by hand.
         self.loss_fn = torch.compile(self._cross_entropy) if compile else self._cross_entropy
         self._initialised_from: str | None = None
+        self._calibration_due = False  # model.init_from converted a MoT: calibrate on batch 1
         # NaN propagates (a diverged model must not report the mean of its finite batches), and
         # without the NaN check each update is free of a host-device sync.
         self.val_loss = MeanMetric(nan_strategy="disable")
@@ -151,8 +153,10 @@ class LitLM(pl.LightningModule):
         state = init_state(self.net.cfg, saved)
         check_weights_fit(saved, state, self.net)
         self.net.load_state_dict(state, strict=True)
-        converted = " (MoT weights converted to token choice)" if state is not saved.state else ""
-        rank_zero_info(f"model.init_from: weights of {saved.describe()}{converted}")
+        converted = state is not saved.state
+        self._calibration_due = converted and self.transition.calibration != "none"
+        note = " (MoT weights converted to token choice)" if converted else ""
+        rank_zero_info(f"model.init_from: weights of {saved.describe()}{note}")
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.optim_config.total_steps
@@ -210,13 +214,34 @@ class LitLM(pl.LightningModule):
         self._log_routing(aux)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """The in-run switch, when due: MoT layers become token choice on the same Parameters."""
+        """The in-run switch, when due: MoT layers become token choice on the same Parameters;
+        then (or on the first batch after ``init_from`` converted a MoT) router calibration."""
         if switch_due(self.net, self.transition, self.global_step):
             switch_in_place(self.net, self.transition.routing())
             rank_zero_info(
                 f"step {self.global_step}: MoT switched to token choice "
                 f"(model.transition.switch_at={self.transition.switch_at}); optimiser state kept"
             )
+            self._calibration_due = self.transition.calibration != "none"
+        if self._calibration_due:
+            self._calibration_due = False
+            self._calibrate_routers(batch)
+
+    def _calibrate_routers(self, batch: Tensor) -> None:
+        """``model.transition.calibration`` on this training batch, the same on every rank."""
+        strategy = self.trainer.strategy
+        reports = calibrate_routers(
+            self.net,
+            batch[:, :-1],
+            self.transition.calibration,
+            reduce_sum=lambda t: strategy.reduce(t, reduce_op="sum"),
+        )
+        worst = max(r.fold_error for r in reports)
+        rank_zero_info(
+            f"step {self.global_step}: token-choice routers of blocks "
+            f"{[r.block for r in reports]} calibrated ({self.transition.calibration}) on this "
+            f"batch; max |z·w - 1| = {worst:.1e}"
+        )
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self.loss_fn(batch)

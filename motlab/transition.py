@@ -16,6 +16,9 @@ Two ways to run it:
   then :func:`switch_in_place` swaps the routing modules around the very same ``Parameter``
   objects, so the optimiser keeps its state; :func:`prepare_for_resume` redoes the switch before
   a checkpoint saved after it is loaded.
+
+Either way, ``model.transition.calibration`` can recentre the token-choice routers on the first
+training batch after the conversion (:mod:`motlab.calibration`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from motlab.calibration import CALIBRATIONS, Calibration
 from motlab.checkpoint import SavedNet, config_to_dict, net_config_mismatch, variant_of
 from motlab.config import GPTConfig
 from motlab.layers import MoT, MoTConfig, TokenChoice, TokenChoiceConfig, ffn_config
@@ -62,10 +66,21 @@ class TransitionConfig:
     """Weight of the load-balancing loss after the switch."""
     z_loss_weight: float = _TOKEN_CHOICE.z_loss_weight
     """Weight of the router z-loss after the switch."""
+    calibration: Calibration = "none"
+    """Router calibration on the first training batch after the conversion, for the in-run
+    switch and for a MoT checkpoint given to a token-choice model with ``model.init_from``:
+    ``centre`` moves each expert's logits to mean 0 on that batch, ``standardise`` also to one
+    common spread, so that argmax routing does not pile onto the few experts whose logits MoT
+    left largest (MoT itself cannot see per-expert offsets); ``none`` converts as is."""
 
     def __post_init__(self) -> None:
         if self.switch_at is not None and self.switch_at < 0:
             raise ValueError(f"model.transition.switch_at must be >= 0, got {self.switch_at}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"model.transition.calibration must be one of {', '.join(CALIBRATIONS)}, got "
+                f"{self.calibration!r}"
+            )
 
     def routing(self) -> dict[str, Any]:
         """The token-choice routing keys, for :func:`convert_config`."""
