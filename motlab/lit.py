@@ -336,6 +336,9 @@ class LitLM(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Before Lightning loads the weights: redo the in-run switch if the checkpoint was saved
         after it, then refuse a checkpoint of another model."""
+        # A resumed run's routers are the checkpoint's (calibrated already where they were); a
+        # model.init_from conversion in setup, before this, must not calibrate them again.
+        self._calibration_due = False
         saved = checkpoint.get("net_config") or checkpoint.get("hyper_parameters", {}).get("net")
         if saved is not None:
             prepare_for_resume(self.net, self.transition, saved)
