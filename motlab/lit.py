@@ -285,7 +285,13 @@ class LitLM(pl.LightningModule):
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
         if not grads:
             return
-        sq = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])
+        # At least float32 (bf16 gradients), and float64 ones as they are (64-true runs).
+        sq = torch.stack(
+            [
+                torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32))
+                for g in grads
+            ]
+        )
         sq = sq.pow(2).sum()
         if _is_sharded(self.trainer.strategy):  # each rank holds a disjoint shard of the grads
             sq = self.trainer.strategy.reduce(sq, reduce_op="sum")
