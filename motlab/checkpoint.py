@@ -3,8 +3,11 @@
 Two file kinds are understood: the Lightning checkpoints that ``motlab fit`` writes (the GPT
 config as a plain dict in ``ckpt["net_config"]`` — the net as saved, which may differ from the
 hyper-parameters after an in-run switch — and in ``ckpt["hyper_parameters"]["net"]``; the
-weights under ``net.``), and the plain files :func:`save_model` writes (``{"config": ...,
-"state_dict": ...}``).
+weights under ``net.``; the data module's settings in ``ckpt["datamodule_hyper_parameters"]``),
+and the plain files :func:`save_model` writes (``{"config": ..., "state_dict": ...}``). ``LitLM``
+writes and reads the net config through :func:`store_net_config` and :func:`net_config_of`, the
+evaluation backend reads the data settings with :func:`read_data_config`, the sweeps a run's
+progress with :func:`trained_steps`; where a run's checkpoint is, is :mod:`motlab.rundir`'s.
 
 Files are read with ``torch.load(weights_only=True)``: tensors, containers and numbers only,
 never arbitrary pickled objects, so a checkpoint from elsewhere cannot run code. motlab's own
@@ -25,9 +28,14 @@ import torch
 from torch import Tensor
 
 from motlab.config import GPTConfig
+from motlab.layers.registry import Capacity
 from motlab.model import GPT
+from motlab.rundir import find_resume_checkpoint
 
 WHAT = "a motlab checkpoint (`motlab fit`'s .ckpt or a motlab.save_model file)"
+
+NET_CONFIG = "net_config"
+"""Where a Lightning checkpoint keeps the GPT config of the net as saved."""
 
 
 def config_to_dict(cfg: GPTConfig) -> dict[str, Any]:
@@ -103,7 +111,7 @@ def resolve_checkpoint(path: str | Path, option: str | None = None) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         try:
-            return find_last_checkpoint(path)
+            return find_resume_checkpoint(path)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{option} {e}" if option else str(e)) from e
     return path
@@ -121,7 +129,7 @@ def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:
     where = f"{option} {path}" if option else str(path)
     if "config" in ckpt and "state_dict" in ckpt:  # save_model
         return SavedNet(Path(path), dict(ckpt["config"]), dict(ckpt["state_dict"]), None)
-    net = _net_config(ckpt)
+    net = net_config_of(ckpt)
     if net is None or "state_dict" not in ckpt:
         raise ValueError(
             f"{where} is a PyTorch file but not {WHAT}: it has no model config and weights "
@@ -132,15 +140,45 @@ def read_saved_net(path: str | Path, option: str | None = None) -> SavedNet:
     return SavedNet(Path(path), net, state, ckpt.get("global_step"))
 
 
+def trained_steps(path: str | Path) -> int:
+    """Optimiser steps a Lightning checkpoint holds (``global_step``), without reading its
+    tensors (they are memory-mapped, not loaded)."""
+    return int(load_file(path).get("global_step", 0))
+
+
 def read_net_config(path: str | Path, option: str | None = None) -> dict[str, Any] | None:
     """The net config of a Lightning checkpoint (None if it has none), read lazily (mmap)."""
-    return _net_config(load_file(path, option=option))
+    return net_config_of(load_file(path, option=option))
 
 
-def _net_config(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
-    hparams = ckpt.get("hyper_parameters") or {}
-    net = ckpt.get("net_config") or hparams.get("net_config") or hparams.get("net")
+def net_config_of(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The GPT config of a loaded Lightning checkpoint: the net as it was saved
+    (:func:`store_net_config`), else the ``net`` hyper-parameter; None if it has neither."""
+    net = ckpt.get(NET_CONFIG) or hyperparameters_of(ckpt).get("net")
     return dict(net) if net is not None else None
+
+
+def store_net_config(ckpt: dict[str, Any], cfg: GPTConfig) -> None:
+    """Record in a checkpoint being saved the net as it is now (after an in-run switch it
+    differs from the ``net`` hyper-parameter)."""
+    ckpt[NET_CONFIG] = config_to_dict(cfg)
+
+
+def hyperparameters_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The LightningModule's saved hyper-parameters of a loaded checkpoint (empty if none)."""
+    return dict(ckpt.get("hyper_parameters") or {})
+
+
+def read_data_config(path: str | Path) -> dict[str, Any]:
+    """The data module's saved hyper-parameters (``tokenizer``, ``path``, ...) of the Lightning
+    checkpoint at ``path``; empty when it has none or cannot be read (reading its model then
+    names the problem)."""
+    try:
+        ckpt = load_file(path)
+    except (ValueError, FileNotFoundError):
+        return {}
+    hp = ckpt.get("datamodule_hyper_parameters")
+    return dict(hp) if isinstance(hp, Mapping) else {}
 
 
 def net_config_mismatch(
@@ -199,26 +237,8 @@ def check_weights_fit(saved: SavedNet, state: Mapping[str, Tensor], model: GPT) 
         raise ValueError("\n".join(lines))
 
 
-def find_last_checkpoint(root: Path) -> Path:
-    """The newest ``last.ckpt`` of an experiment: ``root`` may be an experiment directory
-    (``runs/mot``: its ``version_*/checkpoints/last.ckpt``), a version directory or a
-    checkpoint directory."""
-    candidates = [
-        *root.glob("version_*/checkpoints/last.ckpt"),
-        *root.glob("checkpoints/last.ckpt"),
-        *root.glob("last.ckpt"),
-    ]
-    if not candidates:
-        raise FileNotFoundError(
-            f"no last.ckpt in {root} (looked in version_*/checkpoints/, checkpoints/ and the "
-            "directory itself)"
-        )
-    return max(candidates, key=lambda c: c.stat().st_mtime)
-
-
 def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:
-    cfg = GPTConfig(**{k: v for k, v in dict(config).items() if not k.startswith("_")})
-    return config_to_dict(cfg)
+    return config_to_dict(GPTConfig.from_dict(config))
 
 
 def _short(items: list[str], n: int = 5) -> str:
@@ -226,10 +246,29 @@ def _short(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + more
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", capacity: Capacity = "dropless"
+) -> GPT:
     """The GPT stored at ``path`` (a checkpoint file, or an experiment directory such as
-    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``."""
+    ``runs/mot`` for its newest ``last.ckpt``), in eval mode: ``model(tokens_BT) → logits_BTV``.
+
+    Set for inference: token-choice layers run at ``capacity``, by default dropless, so a row's
+    logits do not depend on the rest of the batch; ``"training"`` keeps the training capacity
+    (:mod:`motlab.inference`)."""
+    from motlab.inference import set_capacity
+
     saved = read_saved_net(path)
-    model = GPT(GPTConfig(**saved.config))
+    model = GPT(GPTConfig.from_dict(saved.config))
     model.load_state_dict(saved.state)
+    set_capacity(model, capacity)
     return model.to(map_location).eval()
+
+
+def resolves_here(source: Any) -> bool:
+    """Whether a saved tokenizer or data source still resolves on this machine (a hub name, or
+    a path that exists)."""
+    from motlab.data.tokenizer import looks_like_path
+
+    if not source or not isinstance(source, str):
+        return False
+    return not looks_like_path(source) or Path(source).expanduser().exists()

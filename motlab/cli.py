@@ -1,6 +1,7 @@
 """The ``motlab`` command: LightningCLI over :class:`LitLM` and :class:`C4DataModule`.
 
-This is the only place where YAML and command-line flags become objects. Top-level keys:
+This is where YAML and command-line flags become a run's objects; ``motlab sweep`` checks its
+runs with the same parser (:func:`fit_parser`). Top-level keys:
 
 * ``model`` — :class:`~motlab.lit.LitLM`: ``net`` (:class:`~motlab.config.GPTConfig`),
   ``optim`` (:class:`~motlab.optim.OptimConfig`), ``init_from``, ``compile``, ``transition``
@@ -11,6 +12,8 @@ This is the only place where YAML and command-line flags become objects. Top-lev
 * ``trainer`` — :class:`lightning.pytorch.Trainer`;
 * ``checkpoint`` — :class:`~motlab.callbacks.RunCheckpoint` (a ModelCheckpoint: every N steps +
   ``last.ckpt``); ``speed`` — :class:`~motlab.callbacks.SpeedMonitor` (``peak_flops`` for MFU);
+  :class:`~motlab.callbacks.StopOnSignal` (Ctrl-C and SIGTERM stop at a step boundary) is always
+  on, and :attr:`MotCLI.exit_status` says how the run ended;
 * ``seed_everything``; ``float32_matmul_precision`` (``torch.set_float32_matmul_precision`` on a
   machine with CUDA: ``high`` lets float32 matmuls use TF32 tensor cores — under bf16-mixed those
   are only the routers'); and per subcommand ``ckpt_path``.
@@ -45,9 +48,18 @@ from lightning.pytorch.callbacks import ProgressBar as BaseProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from motlab.callbacks import ProgressBar, RunCheckpoint, RunSummary, SpeedMonitor
-from motlab.checkpoint import find_last_checkpoint, read_net_config
+from motlab.callbacks import (
+    ProgressBar,
+    RunCheckpoint,
+    RunSummary,
+    SpeedMonitor,
+    StopOnSignal,
+    StopResult,
+)
+from motlab.checkpoint import config_to_dict, read_net_config
+from motlab.config import GPTConfig
 from motlab.lit import LitLM
+from motlab.rundir import experiment_root, find_resume_checkpoint, logger_root, resumed_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -112,6 +124,8 @@ class MotCLI(LightningCLI):
         argv = sys.argv[1:] if argv is None else argv
         self.argv: list[str] | None = list(argv) if isinstance(argv, (list, tuple)) else None
         """The command line (for the resume command printed when a run is stopped)."""
+        self.stop: StopOnSignal | None = None
+        """The trainer's Ctrl-C/SIGTERM handling, added by :meth:`instantiate_trainer`."""
         if not args:
             kwargs.setdefault("model_class", LitLM)
             kwargs.setdefault("datamodule_class", _data_module_class())
@@ -159,7 +173,8 @@ class MotCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with :class:`ProgressBar` unless the bar is off or one is configured,
-        and motlab's :class:`RunSummary` in place of Lightning's model summary."""
+        motlab's :class:`RunSummary` in place of Lightning's model summary, and
+        :class:`StopOnSignal` (told this command line, for the resume command it prints)."""
         init = self.config_init[self.subcommand] if self.subcommand else self.config_init
         config = init.get("trainer") or {}
         if "callbacks" not in kwargs:
@@ -172,13 +187,13 @@ class MotCLI(LightningCLI):
             if config.get("enable_model_summary") is not False:
                 callbacks.append(RunSummary())
                 kwargs["enable_model_summary"] = False  # its table would print "FLOPs 0"
+            command = None if self.argv is None else ["motlab", *_without_ckpt_path(self.argv)]
+            self.stop = next((cb for cb in callbacks if isinstance(cb, StopOnSignal)), None)
+            if self.stop is None:
+                self.stop = StopOnSignal(command)
+                callbacks.append(self.stop)
             kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
-        if self.argv is not None:
-            resume_argv = ["motlab", *_without_ckpt_path(self.argv)]
-            for cb in trainer.callbacks:
-                if isinstance(cb, RunCheckpoint):
-                    cb.resume_argv = resume_argv
         if not trainer.loggers:  # --trainer.logger false: nothing to monitor the LR into
             trainer.callbacks = [
                 cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)
@@ -199,12 +214,24 @@ class MotCLI(LightningCLI):
         model = config.get("model")
         if model is not None and model.get("init_from") == "last":
             # This experiment's newest last.ckpt, as for --ckpt_path last.
-            model.init_from = str(experiment_last_checkpoint(config, "--model.init_from last"))
+            model.init_from = str(_experiment_last_checkpoint(config, "--model.init_from last"))
             rank_zero_info(f"--model.init_from last: {model.init_from}")
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is not None and self.datamodule is not None:
             self.model.check_batch_size(getattr(self.datamodule, "batch_size", None))
+
+    @property
+    def stop_result(self) -> StopResult | None:
+        """How the run ended when Ctrl-C or SIGTERM stopped it (signal, step, checkpoint and the
+        command that resumes it); None when no signal stopped it."""
+        return self.stop.result if self.stop is not None else None
+
+    @property
+    def exit_status(self) -> int:
+        """What ``motlab`` exits with: 0, or 130 / 143 for a run stopped by Ctrl-C / SIGTERM."""
+        result = self.stop_result
+        return result.exit_status if result is not None else 0
 
     # ------------------------------------------------------------------------- --ckpt_path
 
@@ -226,7 +253,7 @@ class MotCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
         if ckpt_path == "last":
-            ckpt_path = str(experiment_last_checkpoint(config, "--ckpt_path last"))
+            ckpt_path = str(_experiment_last_checkpoint(config, "--ckpt_path last"))
             config.ckpt_path = ckpt_path
             rank_zero_info(f"--ckpt_path last: {ckpt_path}")
         path = Path(ckpt_path)
@@ -239,8 +266,8 @@ class MotCLI(LightningCLI):
             _continue_logging_in_version_of(config, path)
         elif saved is not None:
             changed = []
-            for key, value in saved.items():
-                if key in LATE_BOUND_NET_KEYS or key.startswith("_"):
+            for key, value in config_to_dict(GPTConfig.from_dict(saved)).items():
+                if key in LATE_BOUND_NET_KEYS:
                     continue
                 if _namespace_to_dict(config.model.net).get(key) != value:
                     changed.append(key)
@@ -249,52 +276,53 @@ class MotCLI(LightningCLI):
                 rank_zero_info(f"{subcommand}: model.net {changed} taken from {ckpt_path}")
 
 
-def experiment_last_checkpoint(config: Namespace, option: str) -> Path:
-    """The newest ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's):
-    in ``checkpoint.dirpath`` if set, else under ``{logger save_dir}/{logger name}``."""
-    dirpath = config.get("checkpoint", Namespace()).get("dirpath")
-    root = Path(dirpath) if dirpath else _logger_root(config)
+class _ParserOnly(MotCLI):
+    """MotCLI that builds its parser and stops: nothing is parsed, seeded or instantiated."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # LightningCLI seeds the global RNG right after parsing unless seed_everything is False.
+        self.config = Namespace(seed_everything=False)
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def fit_parser() -> LightningArgumentParser:
+    """The parser ``motlab fit ARGS`` reads ARGS with (without the subcommand level): config
+    merging, unknown keys, value types, interpolation and argument links, exactly as ``fit``.
+
+    LightningCLI builds its parser only as the first step of a whole run (parse, seed, build
+    the model and data, fit); this builds the parser alone, for checking many runs' arguments
+    before any of them starts (``motlab sweep``). Errors raise instead of exiting.
+    """
+    return _ParserOnly(run=False, parser_kwargs={"exit_on_error": False}).parser
+
+
+def _experiment_last_checkpoint(config: Namespace, option: str) -> Path:
+    """The checkpoint ``--ckpt_path last`` (or ``--model.init_from last``) resumes: the newest
+    ``last.ckpt`` of the experiment configured in ``config`` (a subcommand's namespace)."""
+    root = experiment_root(config)
     if root is None:
         raise ValueError(f"{option} needs checkpoint.dirpath, or a logger with save_dir and name")
     try:
-        return find_last_checkpoint(root)
+        return find_resume_checkpoint(root)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"{option}: {e}; start without it, or pass the path of a checkpoint"
         ) from e
 
 
-def _logger_root(config: Namespace) -> Path | None:
-    """``save_dir/name`` of the configured logger (Lightning's default logger if ``True``)."""
-    logger = config.trainer.get("logger")
-    default_root = Path(config.trainer.get("default_root_dir") or ".")
-    if logger is True or logger is None:
-        return default_root / "lightning_logs"
-    if isinstance(logger, list):
-        logger = logger[0] if logger else None
-    if not isinstance(logger, Namespace):
-        return None
-    init = logger.get("init_args", Namespace())
-    save_dir = init.get("save_dir")
-    if save_dir is None:
-        return None
-    name = init.get("name")
-    return Path(save_dir) / (name or "")
-
-
 def _continue_logging_in_version_of(config: Namespace, ckpt: Path) -> None:
     """Log a resumed run into the version directory its checkpoint lives in."""
-    version_dir = ckpt.parent.parent
-    if ckpt.parent.name != "checkpoints" or not version_dir.name.startswith("version_"):
-        return
+    version = resumed_version(ckpt, logger_root(config))
     logger = config.trainer.get("logger")
-    root = _logger_root(config)
-    if not isinstance(logger, Namespace) or root is None:
-        return
-    if root.resolve() != version_dir.parent.resolve():
+    if version is None or not isinstance(logger, Namespace):
         return
     if logger.init_args.get("version") is None:
-        logger.init_args.version = version_dir.name
+        logger.init_args.version = version
 
 
 def _without_ckpt_path(argv: Sequence[str]) -> list[str]:
@@ -328,6 +356,7 @@ TOOLS = {
     "lm_eval": "motlab.eval.harness",  # motlab lm_eval run --model motlab --model_args ...
     "variants": "motlab.variants",  # motlab variants [NAME...]: the ffn variants and their keys
     "sweep": "motlab.sweep",  # motlab sweep conf/sweeps/FILE.yaml [--dry-run] [-- FIT_FLAGS]
+    "generate": "motlab.generate_command",  # motlab generate --checkpoint CKPT --prompt TEXT
 }
 """Commands beside LightningCLI's fit/validate/test: each module has ``main(argv) -> int``."""
 
@@ -365,7 +394,7 @@ def _error_block(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval ...``.
+    """Console entry point: ``motlab fit|validate|test|compare|zeroshot|lm_eval|generate ...``.
 
     motlab's own errors about the configuration, files or the hub print as one ``error:`` block
     and exit with status 2, as argument errors do; ``MOTLAB_TRACEBACK=1`` keeps the traceback.
@@ -383,10 +412,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(_error_block(cause), file=sys.stderr)
         sys.exit(2)
-    trainer = getattr(cli, "trainer", None)
-    for cb in trainer.callbacks if trainer is not None else []:
-        if isinstance(cb, RunCheckpoint) and cb.stopped_by is not None:
-            sys.exit(128 + cb.stopped_by)  # the shell's code for "ended by this signal"
+    if cli.exit_status:
+        sys.exit(cli.exit_status)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from motlab.analysis.output import figure_backend, save_figure, write_csv
 from motlab.analysis.runs import SeparateRunsWarning, format_table, read_run
 from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
 
@@ -125,27 +126,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(tokens unknown for some runs: pass --tokens-per-step)")
 
     if args.csv:
-        import csv
-
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
     if args.plot:
-        try:
-            import matplotlib
-        except ImportError:
+        if not figure_backend():
             print(
                 "motlab compare: error: --plot needs matplotlib (pip install matplotlib)",
                 file=sys.stderr,
             )
             return 2
-        matplotlib.use("Agg")  # a file, not a window
         from motlab.analysis.plots import plot_loss_curves
 
         fig = plot_loss_curves(runs, tag=args.tag, target=target)
-        fig.savefig(args.plot, dpi=120)
+        save_figure(fig, args.plot)
         print(f"wrote {args.plot}")
     return 0
 
@@ -153,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _compare_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.sweep is None or args.runs:
         parser.error("give RUN_DIRs or --sweep DIR" + (", not both" if args.runs else ""))
-    from motlab.sweep.report import report_main
+    from motlab.sweep.command import report_main
     from motlab.sweep.spec import SweepError
 
     try:

@@ -7,6 +7,8 @@ normally bound late from the tokenizer by the CLI, not written twice in YAML.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -128,3 +130,18 @@ class GPTConfig:
     def group_size(self) -> int:
         """The batch multiple the routed layers need (1 for dense and token choice)."""
         return self.ffn.group_size if self.routed_blocks() else 1
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> GPTConfig:
+        """The config a plain dict describes: a saved one (a checkpoint's ``net_config``, the
+        ``net`` hyper-parameter, a ``save_model`` file) or a parsed ``model.net``.
+
+        Keys starting with ``_`` are metadata, not settings, and are left out; an unknown key is
+        an error naming it (a checkpoint from another version of motlab, say).
+        """
+        settings = {k: v for k, v in dict(config).items() if not str(k).startswith("_")}
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - valid)
+        if unknown:
+            raise ValueError(f"unknown model.net key(s) {unknown}; valid keys: {sorted(valid)}")
+        return cls(**settings)

@@ -37,22 +37,3 @@ def filler_rows(
     if vocab_size is None:
         raise ValueError("filler rows need filler_WT or a vocab_size for random ones")
     return torch.randint(vocab_size, (n_rows, length), generator=generator)
-
-
-def pad_with_filler(
-    real_WT: Tensor,
-    group_size: int,
-    filler_WT: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    vocab_size: int | None = None,
-) -> tuple[Tensor, int]:
-    """Return a batch (B, T) whose first W rows are ``real_WT``, B the next multiple of G.
-
-    The extra rows come from :func:`filler_rows`. Returns the batch and W.
-    """
-    W, T = real_WT.shape
-    B = -(-W // group_size) * group_size
-    if B == W:
-        return real_WT, W
-    fill_WT = filler_rows(B - W, T, filler_WT, generator, vocab_size)
-    return torch.cat([real_WT, fill_WT.to(real_WT.device, real_WT.dtype)]), W

@@ -1,9 +1,14 @@
-"""Sampling continuations, including from MoT models that need a batch to run.
+"""Sampling continuations of a batch of prompts, including from MoT models that need a batch.
 
-A MoT model is given its real prompts inside a batch filled up to a multiple of the group size
-with filler rows (random training windows or random tokens), as in the paper's evaluation; all
-rows are decoded in lockstep and only the real rows are returned. Token-choice (e.g. after
-transition tuning) and dense models run on the prompts alone, batch 1 included.
+:func:`generate` is the tensor interface: prompts (B, T) in, prompts and continuations out.
+It decodes through :func:`motlab.decoding.complete`, which also takes prompts of different
+lengths, stop strings and a per-prompt token budget, and returns each continuation trimmed.
+
+A MoT (or expert-choice) model is given its real prompts inside a batch filled up to a multiple
+of the group size with filler rows (random training windows or random tokens), as in the
+paper's evaluation; all rows are decoded in lockstep with a KV cache and only the real rows are
+returned. Token-choice (e.g. after transition tuning) and dense models run on the prompts alone,
+batch 1 included; token choice runs dropless (:mod:`motlab.inference`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from motlab.filler import filler_rows
+from motlab.decoding import complete
+from motlab.layers.registry import Capacity
 from motlab.model import GPT
 
 
@@ -24,46 +30,33 @@ def generate(
     top_k: int | None = None,
     filler_WT: Tensor | None = None,
     generator: torch.Generator | None = None,
+    *,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    compile: bool = False,
+    capacity: Capacity = "dropless",
 ) -> Tensor:
-    """Prompts (B, T) → prompts and continuations (B, T + max_new_tokens).
+    """Prompts (B, T) → prompts and continuations (B, T + max_new_tokens), on the model's device.
 
-    Greedy when ``temperature == 0``. The context is cut on the left to the model's ``seq_len``.
+    Greedy when ``temperature == 0``; ``top_k`` / ``top_p`` filter the distribution; draws come
+    from ``generator`` (seed it for reproducible samples). A row that samples ``eos_id`` ends
+    there: the end-of-text token and then ``eos_id`` again fill the rest of its row. Past the
+    model's ``seq_len`` the oldest half of the context is dropped (:mod:`motlab.decoding`).
     For models with a group size G > 1, filler rows pad the batch to a multiple of G
     (``filler_WT`` if given, else random tokens) and are dropped from the result.
+    ``use_cache=False`` recomputes the whole context at every step (same function, slower).
     """
-    model.eval()
-    G = model.cfg.group_size
     device = next(model.parameters()).device
-    tokens_BT = prompt_BT.to(device)
-    R = tokens_BT.shape[0]
-    filler = None
-    if R % G:
-        # One filler block, long enough for the whole decode, fixed for every step so the
-        # filler rows stay the same sequences as the real rows grow.
-        total = tokens_BT.shape[1] + max_new_tokens
-        n_fill = G - R % G
-        filler = filler_rows(n_fill, total, filler_WT, generator, model.cfg.vocab_size)
-        filler = filler.to(device)
-    for _ in range(max_new_tokens):
-        context_BT = tokens_BT[:, -model.cfg.seq_len :]
-        if filler is not None:
-            T = context_BT.shape[1]
-            start = tokens_BT.shape[1] - T
-            context_BT = torch.cat([context_BT, filler[:, start : start + T]])
-        logits_V = model(context_BT)[:R, -1].float()
-        next_B1 = _sample(logits_V, temperature, top_k, generator)
-        tokens_BT = torch.cat([tokens_BT, next_B1], dim=1)
-    return tokens_BT
-
-
-def _sample(
-    logits_BV: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-) -> Tensor:
-    if temperature == 0:
-        return logits_BV.argmax(dim=-1, keepdim=True)
-    logits_BV = logits_BV / temperature
-    if top_k is not None:
-        kth = logits_BV.topk(min(top_k, logits_BV.shape[-1]), dim=-1).values[:, -1:]
-        logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
-    probs_BV = torch.softmax(logits_BV, dim=-1)
-    return torch.multinomial(probs_BV.cpu(), 1, generator=generator).to(logits_BV.device)
+    prompts = prompt_BT.tolist()
+    done = complete(
+        model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        eos_id=eos_id, filler_WT=filler_WT, generator=generator, use_cache=use_cache,
+        compile=compile, capacity=capacity,
+    )  # fmt: skip
+    fill = 0 if eos_id is None else eos_id
+    rows = []
+    for prompt, completion in zip(prompts, done, strict=True):
+        new = completion.tokens + [fill] * (max_new_tokens - len(completion.tokens))
+        rows.append(prompt + new)
+    return torch.tensor(rows, dtype=torch.long, device=device)

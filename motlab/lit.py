@@ -20,27 +20,34 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from motlab import metrics
 from motlab.calibration import calibrate_routers
 from motlab.checkpoint import (
     check_weights_fit,
     config_to_dict,
+    hyperparameters_of,
     net_config_mismatch,
+    net_config_of,
     read_saved_net,
+    store_net_config,
 )
+from motlab.clock import StepClock
 from motlab.config import GPTConfig
-from motlab.layers import Aux
+from motlab.layers import Aux, check_group_multiple
 from motlab.model import GPT
+from motlab.modes import available_modes, evaluating_in, routing_mode
 from motlab.optim import OptimConfig, build_optimizer
 from motlab.transition import (
     TransitionConfig,
     check_switch,
-    discrete_mot,
     init_state,
     prepare_for_resume,
-    routing_mode,
     switch_due,
     switch_in_place,
 )
+
+DISCRETE = "discrete"
+"""The evaluation mode ``model.discrete_eval`` validates in (MoT: argmax routing)."""
 
 
 class LitLM(pl.LightningModule):
@@ -58,9 +65,11 @@ class LitLM(pl.LightningModule):
             (transition tuning, stage 2).
         compile: ``torch.compile`` the model's forward pass together with the loss.
         transition: The in-run MoT → token-choice switch (``switch_at`` and the token-choice
-            routing); off unless ``switch_at`` is set.
-        discrete_eval: Also validate MoT with argmax routing (the τ → 0 diagnostic), logged as
-            ``val/mot_discrete/loss``.
+            routing), off unless ``switch_at`` is set; and the router calibration at a
+            conversion, in-run or by ``init_from``.
+        discrete_eval: Also validate in the routed layers' ``discrete`` evaluation mode, where
+            they declare one (MoT: argmax routing, the τ → 0 diagnostic), logged as
+            ``val/{variant}_discrete/loss`` (``val/mot_discrete/loss``).
     """
 
     def __init__(
@@ -73,7 +82,7 @@ class LitLM(pl.LightningModule):
         discrete_eval: bool = False,
     ) -> None:
         super().__init__()
-        net = net if isinstance(net, GPTConfig) else GPTConfig(**net)  # from hyper-parameters
+        net = net if isinstance(net, GPTConfig) else GPTConfig.from_dict(net)  # hyper-parameters
         optim = _as(OptimConfig, optim)
         transition = _as(TransitionConfig, transition)
         # Plain dicts, so that checkpoints load without motlab's classes (motlab.load_model reads
@@ -110,16 +119,9 @@ class LitLM(pl.LightningModule):
 
     def check_batch_size(self, batch_size: int | None) -> None:
         """Raise if the per-device batch cannot be cut into whole MoT / expert-choice groups."""
-        group = self.net.cfg.group_size
-        if batch_size is not None and batch_size % group:
-            variant = self.net.cfg.ffn.variant
-            raise ValueError(
-                f"data.batch_size={batch_size} (per device) is not a multiple of "
-                f"model.net.ffn.group_size={group}: {variant} groups the batch into groups of "
-                f"{group} examples on every device. Use a per-device batch that is a multiple "
-                f"of {group} (e.g. {max(group, batch_size // group * group)}), or change the "
-                "group size."
-            )
+        if batch_size is not None:
+            cfg = self.net.cfg
+            check_group_multiple(batch_size, cfg.group_size, cfg.ffn.variant, "data.batch_size")
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -175,7 +177,7 @@ class LitLM(pl.LightningModule):
         optimizer, scheduler = build_optimizer(self.net, self.optim_config, total)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": metrics.LR},
         }
 
     # ------------------------------------------------------------------------------- the steps
@@ -207,10 +209,10 @@ class LitLM(pl.LightningModule):
         """
         reduce = self.trainer.strategy.reduce  # all-reduces in place: give it copies
         ce_mean = reduce(ce.detach().clone(), reduce_op="mean")
-        self.log("train/loss", ce_mean)  # shown by motlab's ProgressBar, read at logging steps
-        self.log("train/ppl", ce_mean.exp())
+        self.log(metrics.TRAIN_LOSS, ce_mean)  # shown by motlab's ProgressBar at logging steps
+        self.log(metrics.TRAIN_PPL, ce_mean.exp())
         if aux.losses:
-            self.log("train/aux_loss", reduce(aux_loss.detach().clone(), reduce_op="mean"))
+            self.log(metrics.TRAIN_AUX_LOSS, reduce(aux_loss.detach().clone(), reduce_op="mean"))
         self._log_routing(aux)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -246,16 +248,22 @@ class LitLM(pl.LightningModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self.loss_fn(batch)
         self.val_loss.update(ce, weight=batch[:, 1:].numel())
-        if self.discrete_eval and routing_mode(self.net) == "mot":
-            with discrete_mot(self.net):  # eager: a rare diagnostic, not worth a recompile
+        if self._validates_discrete():
+            with evaluating_in(self.net, DISCRETE):  # eager: a diagnostic, not worth a recompile
                 ce, _ = self._cross_entropy(batch)
             self.val_discrete_loss.update(ce, weight=batch[:, 1:].numel())
 
     def on_validation_epoch_end(self) -> None:
         mode = routing_mode(self.net)
         self._log_eval("val", self.val_loss, mode=mode)
-        if self.discrete_eval and mode == "mot":
-            self._log_eval("val", self.val_discrete_loss, mode="mot_discrete", plain=False)
+        if self._validates_discrete():
+            discrete = f"{mode}_{DISCRETE}"
+            self._log_eval("val", self.val_discrete_loss, mode=discrete, plain=False)
+
+    def _validates_discrete(self) -> bool:
+        """``model.discrete_eval``, and the routed layers declare a ``discrete`` mode that they
+        do not run in already."""
+        return self.discrete_eval and DISCRETE in available_modes(self.net)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         ce, _ = self.loss_fn(batch)
@@ -272,11 +280,11 @@ class LitLM(pl.LightningModule):
         loss = metric.compute()  # token-weighted mean over all batches and ranks
         metric.reset()
         if plain:
-            self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True)
-            self.log(f"{split}/ppl", loss.exp(), sync_dist=True)
+            self.log(metrics.eval_loss(split), loss, prog_bar=split == "val", sync_dist=True)
+            self.log(metrics.eval_ppl(split), loss.exp(), sync_dist=True)
         if mode is not None and mode != "dense":
-            self.log(f"{split}/{mode}/loss", loss, sync_dist=True)
-            self.log(f"{split}/{mode}/ppl", loss.exp(), sync_dist=True)
+            self.log(metrics.eval_loss(split, mode), loss, sync_dist=True)
+            self.log(metrics.eval_ppl(split, mode), loss.exp(), sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the global gradient norm, before clipping (Lightning clips after this hook)."""
@@ -295,7 +303,7 @@ class LitLM(pl.LightningModule):
         sq = sq.pow(2).sum()
         if _is_sharded(self.trainer.strategy):  # each rank holds a disjoint shard of the grads
             sq = self.trainer.strategy.reduce(sq, reduce_op="sum")
-        self.log("train/grad_norm", sq.sqrt())
+        self.log(metrics.GRAD_NORM, sq.sqrt())
 
     # ------------------------------------------------------------------------ routing stats
 
@@ -305,9 +313,7 @@ class LitLM(pl.LightningModule):
             trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer (a step called by hand)
             return False
-        if trainer.log_every_n_steps <= 0:
-            return False
-        return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+        return StepClock(trainer).logging_now()
 
     def _log_routing(self, aux: Aux) -> None:
         """Per-block routing statistics and weighted aux losses, averaged over ranks.
@@ -324,7 +330,7 @@ class LitLM(pl.LightningModule):
         sizes = [t.numel() for t in flat]
         reduced = self.trainer.strategy.reduce(torch.cat(flat), reduce_op="mean")
         for name, part in zip(names, reduced.split(sizes), strict=True):
-            tag = f"routing/{name}"
+            tag = metrics.routing(name)
             if values[name].ndim == 0:
                 self.log(tag, part[0])
             else:
@@ -336,8 +342,7 @@ class LitLM(pl.LightningModule):
     # ---------------------------------------------------------------------------- checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The net as it is now (it may differ from the hyper-parameters after an in-run switch).
-        checkpoint["net_config"] = config_to_dict(self.net.cfg)
+        store_net_config(checkpoint, self.net.cfg)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Before Lightning loads the weights: redo the in-run switch if the checkpoint was saved
@@ -345,11 +350,11 @@ class LitLM(pl.LightningModule):
         # A resumed run's routers are the checkpoint's (calibrated already where they were); a
         # model.init_from conversion in setup, before this, must not calibrate them again.
         self._calibration_due = False
-        saved = checkpoint.get("net_config") or checkpoint.get("hyper_parameters", {}).get("net")
+        saved = net_config_of(checkpoint)
         if saved is not None:
             prepare_for_resume(self.net, self.transition, saved)
             self.check_resume_config(saved)
-        saved_optim = checkpoint.get("hyper_parameters", {}).get("optim")
+        saved_optim = hyperparameters_of(checkpoint).get("optim")
         current_optim = dataclasses.asdict(self.optim_config)
         if saved_optim is not None and _normalise(saved_optim) != _normalise(current_optim):
             diff = sorted(k for k in current_optim if saved_optim.get(k) != current_optim[k])

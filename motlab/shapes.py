@@ -31,5 +31,7 @@ LEGEND: dict[str, str] = {
     "S": "routing assignments, N · K",
     "M": "inputs one expert processes in the batched expert matmul",
     "L": "layers (blocks) of a model",
+    "X": "slots of a key/value cache: the positions a decoding step can attend to (at most "
+    "seq_len)",
     "1": "an axis of size one",
 }

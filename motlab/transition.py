@@ -24,11 +24,12 @@ training batch after the conversion (:mod:`motlab.calibration`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+import typing
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
+import docstring_parser
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +38,7 @@ from motlab.checkpoint import SavedNet, config_to_dict, net_config_mismatch, var
 from motlab.config import GPTConfig
 from motlab.layers import MoT, MoTConfig, TokenChoice, TokenChoiceConfig, ffn_config
 from motlab.model import GPT
+from motlab.modes import evaluating_in, routing_mode
 
 MOT_ONLY_KEYS = ("log_temperature",)
 """State-dict entries of MoT that have no token-choice counterpart (the temperature)."""
@@ -44,47 +46,73 @@ MOT_ONLY_KEYS = ("log_temperature",)
 ROUTING_KEYS = ("top_k", "capacity_factor", "load_balancing_weight", "z_loss_weight")
 """The token-choice keys a transition may set; expert count and size come from the MoT."""
 
-_TOKEN_CHOICE = TokenChoiceConfig()
+SWITCH_AT_HELP = "Optimiser step at which MoT layers become token choice; ``None`` = never."
 
 
-@dataclass
-class TransitionConfig:
-    """The in-run switch, ``model.transition``: MoT until ``switch_at``, then token choice over
-    the same tensors with the same optimiser state and schedule (METHOD.md §5).
+CALIBRATION_HELP = (
+    "Router calibration on the first training batch after the conversion, for the in-run "
+    "switch and for a MoT checkpoint given to a token-choice model with ``model.init_from``: "
+    "``centre`` moves each expert's logits to mean 0 on that batch, ``standardise`` also to one "
+    "common spread, so that argmax routing does not pile onto the few experts whose logits MoT "
+    "left largest (MoT itself cannot see per-expert offsets); ``none`` converts as is."
+)
 
-    The routing keys are those of ``token_choice`` (``motlab variants token_choice``), with its
-    defaults, which are the paper's.
-    """
 
-    switch_at: int | None = None
-    """Optimiser step at which MoT layers become token choice; ``None`` = never."""
-    top_k: int = _TOKEN_CHOICE.top_k
-    """Experts per token after the switch."""
-    capacity_factor: float | None = _TOKEN_CHOICE.capacity_factor
-    """Token-choice capacity factor after the switch."""
-    load_balancing_weight: float = _TOKEN_CHOICE.load_balancing_weight
-    """Weight of the load-balancing loss after the switch."""
-    z_loss_weight: float = _TOKEN_CHOICE.z_loss_weight
-    """Weight of the router z-loss after the switch."""
-    calibration: Calibration = "none"
-    """Router calibration on the first training batch after the conversion, for the in-run
-    switch and for a MoT checkpoint given to a token-choice model with ``model.init_from``:
-    ``centre`` moves each expert's logits to mean 0 on that batch, ``standardise`` also to one
-    common spread, so that argmax routing does not pile onto the few experts whose logits MoT
-    left largest (MoT itself cannot see per-expert offsets); ``none`` converts as is."""
+@dataclasses.dataclass
+class _InRunSwitch:
+    """What :class:`TransitionConfig` does beside holding its fields (a dataclass without any,
+    so that jsonargparse reads the subclass as a plain dataclass: keys, not a class path)."""
 
     def __post_init__(self) -> None:
-        if self.switch_at is not None and self.switch_at < 0:
-            raise ValueError(f"model.transition.switch_at must be >= 0, got {self.switch_at}")
-        if self.calibration not in CALIBRATIONS:
+        switch_at = getattr(self, "switch_at", None)
+        if switch_at is not None and switch_at < 0:
+            raise ValueError(f"model.transition.switch_at must be >= 0, got {switch_at}")
+        calibration = getattr(self, "calibration", "none")
+        if calibration not in CALIBRATIONS:
             raise ValueError(
                 f"model.transition.calibration must be one of {', '.join(CALIBRATIONS)}, got "
-                f"{self.calibration!r}"
+                f"{calibration!r}"
             )
 
     def routing(self) -> dict[str, Any]:
         """The token-choice routing keys, for :func:`convert_config`."""
         return {k: getattr(self, k) for k in ROUTING_KEYS}
+
+
+def _transition_config() -> type[_InRunSwitch]:
+    """:class:`TransitionConfig`: ``switch_at``, then :data:`ROUTING_KEYS` as
+    :class:`~motlab.layers.TokenChoiceConfig` declares them, with its types, defaults (the
+    paper's) and help, then ``calibration`` (:mod:`motlab.calibration`; not a token-choice key:
+    it acts once, at the conversion).
+
+    Built from the token-choice config rather than written out, so a routing key, its default
+    and its docstring are defined once, in ``motlab/layers/token_choice.py``. The help goes into
+    the class docstring, where jsonargparse (``motlab fit --help``) reads it.
+    """
+    hints = typing.get_type_hints(TokenChoiceConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(TokenChoiceConfig)}
+    docs = docstring_parser.parse_from_object(TokenChoiceConfig).params
+    helps = {p.arg_name: " ".join((p.description or "").split()) for p in docs}
+    fields: list[Any] = [("switch_at", int | None, dataclasses.field(default=None))]
+    fields += [(k, hints[k], dataclasses.field(default=defaults[k])) for k in ROUTING_KEYS]
+    fields += [("calibration", Calibration, dataclasses.field(default="none"))]
+    args = [f"    switch_at: {SWITCH_AT_HELP}"]
+    args += [f"    {k}: After the switch: {helps[k]}" for k in ROUTING_KEYS]
+    args += [f"    calibration: {CALIBRATION_HELP}"]
+    doc = (
+        "The in-run switch, ``model.transition``: MoT until ``switch_at``, then token choice "
+        "over the same tensors with the same optimiser state and schedule (METHOD.md §5). The "
+        "routing keys are those of ``token_choice`` (``motlab variants token_choice``).\n\n"
+        "Args:\n" + "\n".join(args)
+    )
+    cls = dataclasses.make_dataclass(
+        "TransitionConfig", fields, bases=(_InRunSwitch,), namespace={"__doc__": doc}
+    )
+    cls.__module__ = __name__
+    return cls
+
+
+TransitionConfig = _transition_config()
 
 
 def convert_config(cfg: GPTConfig, routing: Mapping[str, Any] | None = None) -> GPTConfig:
@@ -126,7 +154,7 @@ def init_state(cfg: GPTConfig, saved: SavedNet) -> dict[str, Tensor]:
     temperature — after checking that ``cfg`` is that MoT model with token-choice routing."""
     if saved.variant != "mot" or cfg.ffn.variant != "token_choice":
         return saved.state
-    mot_cfg = GPTConfig(**{k: v for k, v in saved.config.items() if not k.startswith("_")})
+    mot_cfg = GPTConfig.from_dict(saved.config)
     routing = {k: getattr(cfg.ffn, k) for k in ROUTING_KEYS}
     expected = convert_config(mot_cfg, routing)  # d_expert pinned to the MoT's size
     assert cfg.d_ff is not None and isinstance(cfg.ffn, TokenChoiceConfig)
@@ -203,25 +231,7 @@ def _without_mot_only(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if not k.endswith(MOT_ONLY_KEYS)}
 
 
-@contextmanager
-def discrete_mot(model: nn.Module) -> Iterator[None]:
-    """Evaluate MoT layers with argmax routing (METHOD.md §2, the τ → 0 diagnostic)."""
-    layers = [m for m in model.modules() if isinstance(m, MoT)]
-    before = [m.discrete for m in layers]
-    for m in layers:
-        m.discrete = True
-    try:
-        yield
-    finally:
-        for m, flag in zip(layers, before, strict=True):
-            m.discrete = flag
-
-
-def routing_mode(model: nn.Module) -> str:
-    """``"mot"``, ``"mot_discrete"``, ``"token_choice"``, ... — the routing the model uses now."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not cfg.routed_blocks():
-        return "dense"
-    if any(isinstance(m, MoT) and m.discrete for m in model.modules()):
-        return "mot_discrete"
-    return cfg.ffn.variant
+def discrete_mot(model: nn.Module) -> AbstractContextManager[None]:
+    """Evaluate MoT layers with argmax routing (METHOD.md §2, the τ → 0 diagnostic): their
+    ``discrete`` evaluation mode, inside a ``with`` block."""
+    return evaluating_in(model, "discrete")

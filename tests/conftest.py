@@ -6,8 +6,12 @@ Tests never touch the network: the Hugging Face hub is switched off before any t
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -39,6 +43,31 @@ def c4_dir() -> Path:
 def tokenizer_path() -> Path:
     """GPT-2's ``tokenizer.json``."""
     return _required("MOTLAB_TOKENIZER", SHARED / "tokenizers" / "gpt2" / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def tbruns() -> ModuleType:
+    """``tests/fixtures/tbruns.py``: synthetic TensorBoard runs with known answers (imported by
+    name, as every module in ``tests/fixtures``, which pytest puts on the path)."""
+    return importlib.import_module("tbruns")
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Load a script of ``benchmarks/`` as a module, by its name (``"layer_traffic"``): the
+    scripts are not a package, so they are loaded from their files."""
+    loaded: dict[str, ModuleType] = {}
+
+    def load(name: str) -> ModuleType:
+        if name not in loaded:
+            path = REPO_ROOT / "benchmarks" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+            assert spec is not None and spec.loader is not None, path
+            loaded[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded[name])
+        return loaded[name]
+
+    return load
 
 
 @pytest.fixture

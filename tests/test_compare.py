@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from motlab.compare import main
 
 
-def _tbruns():
-    path = Path(__file__).resolve().parent / "fixtures" / "tbruns.py"
-    spec = importlib.util.spec_from_file_location("motlab_test_tbruns", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def runs(tmp_path):
-    return _tbruns().baseline_and_twice_as_fast(tmp_path)
+def runs(tmp_path, tbruns):
+    return tbruns.baseline_and_twice_as_fast(tmp_path)
 
 
 def test_compare_prints_table_and_writes_plot(runs, tmp_path, capsys):
@@ -55,10 +43,9 @@ def test_compare_errors(runs, tmp_path, capsys):
     assert "val/nope" in capsys.readouterr().err
 
 
-def test_compare_reads_the_newest_of_separate_runs_and_says_so(runs, capsys):
+def test_compare_reads_the_newest_of_separate_runs_and_says_so(runs, tbruns, capsys):
     """runs/mot trained three times (version_0..2, each from step 0): compare uses the newest
     run only, not three runs' wall-clock added up, and names the versions left out."""
-    tbruns = _tbruns()
     dense, mot = runs
     for v in (1, 2):
         tbruns.write_curve(

@@ -73,3 +73,13 @@ def test_ffn_values_of_the_wrong_type_are_named() -> None:
         ffn_config({"variant": "mot", "discrete": 1})
     assert ffn_config({"variant": "token_choice", "capacity_factor": 1}).capacity_factor == 1
     assert ffn_config({"variant": "token_choice", "capacity_factor": None}).capacity_factor is None
+
+
+def test_from_dict_is_the_one_way_from_a_saved_dict() -> None:
+    """A saved config (checkpoint, hyper-parameters, save_model) becomes a GPTConfig by one
+    rule: ``_`` keys are metadata and left out; an unknown key is named."""
+    saved = {"size": "mini", "vocab_size": 64, "ffn": {"variant": "mot", "group_size": 2}}
+    cfg = GPTConfig.from_dict({**saved, "__path__": "conf/mot.yaml"})
+    assert cfg == GPTConfig(**saved)
+    with pytest.raises(ValueError, match=r"unknown model.net key\(s\) \['n_expert'\]"):
+        GPTConfig.from_dict({**saved, "n_expert": 8})

@@ -50,13 +50,31 @@ def test_compiled_bf16_matches_eager_fp32(name: str) -> None:
     assert torch.allclose(logits.float(), reference, atol=0.1, rtol=0.05)
 
 
-def test_fused_adamw_is_used_on_cuda() -> None:
+def test_fused_adamw_is_used_on_cuda_and_steps_as_plain_adamw() -> None:
+    """Fused AdamW, motlab's default on CUDA, takes the steps PyTorch's multi-tensor AdamW
+    takes from the same parameters and gradients, schedule and weight decay included (to
+    rounding: the two order their arithmetic differently)."""
     model = _model("mot")
-    optimizer, _ = build_optimizer(model, OptimConfig(), total_steps=10)
-    assert optimizer.defaults["fused"] is True
-    logits, aux = model.forward_with_aux(torch.randint(0, 512, (16, 64), device="cuda"))
-    (logits.float().logsumexp(-1).mean() + aux.total_loss()).backward()
-    optimizer.step()
+    copy = _model("mot")
+    copy.load_state_dict(model.state_dict())
+    optimizer, scheduler = build_optimizer(model, OptimConfig(warmup_steps=1), total_steps=10)
+    cfg = OptimConfig(warmup_steps=1, fused=False)
+    plain, plain_scheduler = build_optimizer(copy, cfg, total_steps=10)
+    assert optimizer.defaults["fused"] is True and plain.defaults["fused"] is False
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    tokens = torch.randint(0, 512, (16, 64), device="cuda")
+    for _ in range(3):
+        logits, aux = model.forward_with_aux(tokens)
+        (logits.float().logsumexp(-1).mean() + aux.total_loss()).backward()
+        for p, q in zip(model.parameters(), copy.parameters(), strict=True):
+            q.grad = p.grad.clone()
+        for opt, schedule in ((optimizer, scheduler), (plain, plain_scheduler)):
+            opt.step()
+            schedule.step()
+            opt.zero_grad(set_to_none=True)
+    for (name, p), q in zip(model.named_parameters(), copy.parameters(), strict=True):
+        assert not torch.equal(p, before[name]), f"{name} did not move"
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=2e-7, msg=name)
 
 
 @pytest.mark.parametrize("name", sorted(FFN_REGISTRY))

@@ -3,9 +3,8 @@ here by name instead of quietly skipping a batch on resume or keeping a stale la
 
 from __future__ import annotations
 
-import inspect
-
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
 
@@ -74,8 +73,49 @@ def test_run_checkpoint_saves_the_final_step_off_the_interval(tmp_path) -> None:
     assert ckpt.last_model_path == str(tmp_path / "last.ckpt")
 
 
-def test_lightning_cli_still_parses_ckpt_path_in_the_method_motlab_overrides() -> None:
-    """``MotCLI._parse_ckpt_path`` replaces LightningCLI's, which would overwrite the configured
-    model with the checkpoint's hyper-parameters."""
-    assert "_parse_ckpt_path" in vars(LightningCLI)
-    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__)
+class _Stop(Exception):
+    """Raised where LightningCLI would start building classes: parsing is all these tests need."""
+
+
+class _Sized(pl.LightningModule):
+    def __init__(self, width: int = 1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def _parsed_by(cli_class: type[LightningCLI], args: list[str]) -> LightningCLI:
+    """``cli_class`` run on ``args`` up to the point where classes would be built."""
+    seen: list[LightningCLI] = []
+
+    class Stopping(cli_class):  # type: ignore[misc, valid-type]
+        def before_instantiate_classes(self) -> None:
+            seen.append(self)
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        Stopping(_Sized, args=args, seed_everything_default=False)
+    return seen[0]
+
+
+def test_lightning_cli_resolves_ckpt_path_in_the_method_motlab_overrides(tmp_path) -> None:
+    """``MotCLI._parse_ckpt_path`` replaces LightningCLI's: LightningCLI still calls the method
+    of that name, once, after parsing (the subcommand's ``ckpt_path`` is in the config) and
+    before it builds any class."""
+    calls = []
+
+    class Recording(LightningCLI):
+        def _parse_ckpt_path(self) -> None:
+            calls.append(self.config[self.config.subcommand].get("ckpt_path"))
+
+    _parsed_by(Recording, ["fit", "--ckpt_path", str(tmp_path / "x.ckpt")])
+    assert calls == [str(tmp_path / "x.ckpt")]
+
+
+def test_lightning_cli_would_take_the_model_from_the_checkpoint(tmp_path) -> None:
+    """Why motlab overrides it: LightningCLI's own method replaces the configured model's
+    arguments with the checkpoint's hyper-parameters, so a resumed run would silently train
+    the checkpoint's model instead of the configured one."""
+    torch.save({"hyper_parameters": {"width": 7}}, tmp_path / "w7.ckpt")
+    args = ["fit", "--model.width", "3", "--ckpt_path", str(tmp_path / "w7.ckpt")]
+    cli = _parsed_by(LightningCLI, args)
+    assert cli.config.fit.model.width == 7

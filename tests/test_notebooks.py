@@ -6,10 +6,10 @@ tests of the suite (about a minute each on two cores); runs go to a temporary di
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,15 +23,10 @@ CELL_TIMEOUT_S = 600
 STALE_LOSS = 99.0
 
 
-def seed_earlier_runs(runs: Path) -> None:
+def seed_earlier_runs(runs: Path, tbruns: ModuleType) -> None:
     """What a kept ``$MOTLAB_RUNS`` holds from an earlier session: other runs of the same names
     (TensorBoard logs of 1000 steps at loss 99; a MoT checkpoint in ``version_9``, so that this
     session's run lands in ``version_10``, after it by number but before it by name)."""
-    path = Path(__file__).resolve().parent / "fixtures" / "tbruns.py"
-    spec = importlib.util.spec_from_file_location("motlab_test_tbruns", path)
-    assert spec is not None and spec.loader is not None
-    tbruns = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tbruns)
     for name in ("dense", "mot"):
         tbruns.write_curve(runs / name / "version_0", range(0, 1001, 100), lambda s: STALE_LOSS)
     stale = runs / "mot" / "version_9" / "checkpoints" / "last.ckpt"
@@ -57,7 +52,7 @@ def committed_without_outputs(nb) -> bool:
 
 
 @pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_routing.ipynb"])
-def test_notebook_runs(name, tmp_path, monkeypatch, c4_dir, tokenizer_path):
+def test_notebook_runs(name, tmp_path, monkeypatch, c4_dir, tokenizer_path, tbruns):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert committed_without_outputs(nb), f"{name}: strip outputs before committing"
     monkeypatch.setenv("MOTLAB_DATA", str(c4_dir))
@@ -66,7 +61,7 @@ def test_notebook_runs(name, tmp_path, monkeypatch, c4_dir, tokenizer_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.delenv("MOTLAB_CHECKPOINT", raising=False)
-    seed_earlier_runs(tmp_path / "runs")
+    seed_earlier_runs(tmp_path / "runs", tbruns)
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,16 @@ def test_a_stopped_run_saves_its_step_and_resumes_exactly(
     # After micro-batch N - 2, i.e. step N - 1: off the checkpoint interval of N steps.
     run, stopped = _stopped_and_resumed(tmp_path / sig, c4_dir, tokenizer_path, sig, N - 2)
     assert stopped.trainer.global_step == stopped.saved_step == N - 1
-    ckpt = next(cb for cb in stopped.trainer.callbacks if type(cb).__name__ == "RunCheckpoint")
-    assert ckpt.stopped_by.name == sig
-    message = ckpt.stop_message(N - 1)
+    result = stopped.stop_result
+    assert result.signal.name == sig and result.step == N - 1
+    assert result.exit_status == stopped.exit_status == 128 + getattr(signal, sig)
+    assert result.checkpoint == stopped.trainer.checkpoint_callback.last_model_path
+    assert Path(result.checkpoint).name == "last.ckpt"
+    assert result.resume_command.startswith("motlab fit --config")
+    assert result.resume_command.endswith(f"--ckpt_path {result.checkpoint}")
+    message = result.message()
     assert f"stopped after step {N - 1}" in message and "--ckpt_path" in message
-    assert message.splitlines()[-1].startswith("resume with: motlab fit --config")
+    assert message.splitlines()[-1] == f"resume with: {result.resume_command}"
     a = load_model(runs["straight"] / "version_0/checkpoints/last.ckpt").state_dict()
     b = load_model(run / "version_0/checkpoints/last.ckpt").state_dict()
     for key in a:

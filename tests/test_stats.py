@@ -6,7 +6,7 @@ import pytest
 from variant_suite import check_counts
 
 from motlab.config import GPTConfig
-from motlab.layers import FFN_REGISTRY, FFNLayer, build_ffn, ffn_config
+from motlab.layers import FFN_REGISTRY, FFNLayer, LayerCost, build_ffn, ffn_config
 from motlab.model import GPT
 from motlab.stats import count_parameters, model_stats
 
@@ -55,9 +55,35 @@ def test_flop_matched_variants_cost_about_the_same() -> None:
     assert mot512.flops_per_token > mot.flops_per_token * 1.04
 
 
+# D = 16, d_ff = 32 and each variant's defaults (G = E = 32, top-1, FLOP-matched F = 32):
+KNOWN_COSTS = {
+    # W1 and W2: 2 D d_ff.
+    "dense": LayerCost(active_params=2 * 16 * 32, forward_macs=2 * 16 * 32),
+    # Router D E; each expert (2 D F) runs one mixture per G tokens: E 2 D F / G; mixing and
+    # unmixing E D each.
+    "mot": LayerCost(16 * 32 + 32 * 2 * 16 * 32 / 32, 32 * 2 * 16 * 32 / 32 + 3 * 32 * 16),
+    # Router D E, and the one expert a token goes to: 2 D F.
+    "token_choice": LayerCost(16 * 32 + 2 * 16 * 32, 16 * 32 + 2 * 16 * 32),
+    # Router D E; each expert picks C = G k / E = 1 token per group of G: E C 2 D F / G; the
+    # output LayerNorm's 2 D parameters are active, not multiply-adds.
+    "expert_choice": LayerCost(16 * 32 + 32 * 2 * 16 * 32 / 32 + 2 * 16, 16 * 32 + 2 * 16 * 32),
+}
+
+
+def test_the_known_costs_are_exact_numbers() -> None:
+    assert {k: (c.active_params, c.forward_macs) for k, c in KNOWN_COSTS.items()} == {
+        "dense": (1024, 1024), "mot": (1536, 2560), "token_choice": (1536, 1536),
+        "expert_choice": (1568, 1536),
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(FFN_REGISTRY))
 def test_counts_follow_every_registered_variant(name: str) -> None:
-    check_counts(name)
+    assert name in KNOWN_COSTS, (
+        f"variant {name!r}: add its cost at the suite's shapes (D = 16, d_ff = 32, its "
+        "defaults) to KNOWN_COSTS, worked out by hand"
+    )
+    check_counts(name, KNOWN_COSTS[name])
 
 
 @pytest.mark.parametrize(

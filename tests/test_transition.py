@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
+import docstring_parser
 import pytest
 import torch
 
 import motlab
 from motlab.layers import MoT, TokenChoice, TokenChoiceConfig
 from motlab.transition import (
+    ROUTING_KEYS,
+    TransitionConfig,
     convert_config,
     convert_model,
     discrete_mot,
@@ -147,3 +153,27 @@ def test_generate_pads_mot_batches_with_filler_and_returns_real_rows() -> None:
         generator=torch.Generator().manual_seed(0),
     )
     assert out_tc.shape == (1, 7)
+
+
+def test_the_switch_takes_its_routing_keys_from_token_choice() -> None:
+    """model.transition's routing keys are token choice's: same types, defaults and help;
+    the conversion's own key, calibration, follows them."""
+    fields = [f.name for f in dataclasses.fields(TransitionConfig)]
+    assert fields == ["switch_at", *ROUTING_KEYS, "calibration"]
+    ours, theirs = typing.get_type_hints(TransitionConfig), typing.get_type_hints(TokenChoiceConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(TokenChoiceConfig)}
+
+    def helps(parsed) -> dict[str, str]:
+        return {p.arg_name: " ".join(p.description.split()) for p in parsed.params}
+
+    token_choice = helps(docstring_parser.parse_from_object(TokenChoiceConfig))
+    switch = helps(docstring_parser.parse(TransitionConfig.__doc__))  # what --help shows
+    for key in ROUTING_KEYS:
+        assert ours[key] == theirs[key] and getattr(TransitionConfig(), key) == defaults[key]
+        assert token_choice[key] in switch[key]
+    assert "switch_at" in switch and TransitionConfig().switch_at is None
+    assert "calibration" in switch and TransitionConfig().calibration == "none"
+    assert typing.get_args(ours["calibration"]) == ("none", "centre", "standardise")
+    assert TransitionConfig(switch_at=5, top_k=2).routing() == {
+        "top_k": 2, "capacity_factor": 1.25, "load_balancing_weight": 0.01, "z_loss_weight": 0.0
+    }  # fmt: skip

@@ -5,8 +5,9 @@
   and tables;
 * :mod:`~motlab.analysis.speedup` — steps/tokens/wall-clock to a target loss and the paper's
   speed-up metric, with linear interpolation between logged points;
-* :mod:`~motlab.analysis.routing` — MoT merge weights and entropies, token-choice load and drops
-  of a model on one batch (forward hooks, no copy of the layer maths);
+* :mod:`~motlab.analysis.routing` — what each routed layer reports of its routing on one batch
+  (MoT merge weights and entropies, token-choice load and drops; forward hooks, no copy of the
+  layer maths);
 * :mod:`~motlab.analysis.plots` — matplotlib figures of the above (imported on demand, as
   matplotlib is optional).
 """
@@ -16,7 +17,7 @@ from motlab.analysis.routing import (
     entropy_matrix,
     inspect_routing,
     load_matrix,
-    normalised_entropy,
+    report_matrix,
 )
 from motlab.analysis.runs import (
     Run,
@@ -51,8 +52,8 @@ __all__ = [
     "format_table",
     "inspect_routing",
     "load_matrix",
-    "normalised_entropy",
     "read_run",
+    "report_matrix",
     "scalars_table",
     "speedup",
     "to_frame",

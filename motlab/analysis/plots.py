@@ -63,21 +63,21 @@ def plot_merge_weights(
 ) -> Any:
     """Heat maps (G tokens × E experts) of every MoT layer's merge weights at one position."""
     plt = _pyplot()
-    mot = [r for r in layers if r.merge_weights is not None]
+    mot = [r for r in layers if "merge_weights" in r]
     if not mot:
-        raise ValueError("no MoT layers to plot")
+        raise ValueError("no layer in this routing report has merge weights (MoT layers do)")
     if axes is None:
         fig, axes = plt.subplots(1, len(mot), figsize=(4 * len(mot), 3.6), squeeze=False)
         axes = list(axes[0])
     fig = axes[0].figure
     for ax, r in zip(axes, mot, strict=False):
-        w_GE = r.merge_weights[group, :, position, :]  # type: ignore[index]
+        w_GE = r.merge_weights[group, :, position, :]
         im = ax.imshow(w_GE.numpy(), aspect="auto", cmap="viridis")  # colours span the data
         ax.set_xlabel("expert")
         ax.set_ylabel("token of the group (batch row)")
         ax.set_title(f"block {r.block}: merge weights")
         fig.colorbar(im, ax=ax, label="weight (sums to 1 over the group)")
-    G = mot[0].merge_weights.shape[1]  # type: ignore[union-attr]
+    G = mot[0].merge_weights.shape[1]
     fig.suptitle(
         f"MoT merge weights, group {group}, position {position} (uniform mix = 1/G = {1 / G:.3g})"
     )

@@ -1,18 +1,18 @@
-"""What the routed layers of a model do on one batch: merge weights, entropies, expert load.
+"""What the routed layers of a model do on one batch: whatever each layer reports of its routing.
 
-Nothing here re-implements or even knows a layer. Forward hooks on every block's feed-forward
-capture its input and the :class:`~motlab.layers.Aux` it returns during one ordinary forward
-pass; each layer's own :meth:`~motlab.layers.FFNLayer.routing_report` then turns them into the
-detail below (MoT: merge weights recomputed with its ``merge_weights``; token choice: the
-router's top-k choices before capacity beside its own load statistics after it).
+Nothing here re-implements or even knows a layer. Forward hooks on every routed block's
+feed-forward capture its input and the :class:`~motlab.layers.Aux` it returns during one
+ordinary forward pass; each layer's own :meth:`~motlab.layers.FFNLayer.routing_report` then
+says what it chooses to show (MoT: merge weights and their entropy; token choice: the router's
+top-k choices before capacity beside its own load statistics after it), kept as it reported it.
 
-Shapes (legend in :mod:`motlab.shapes`): Q, G, T, E, L.
+Shapes (legend in :mod:`motlab.shapes`): L, E.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,60 +22,39 @@ from motlab.model import GPT
 
 @dataclass
 class LayerRouting:
-    """Routing of one block's feed-forward on one batch (CPU tensors)."""
+    """Routing of one block's feed-forward on one batch (CPU tensors).
+
+    Each entry of :attr:`report` is also an attribute: ``r.merge_weights`` is
+    ``r.report["merge_weights"]``.
+    """
 
     block: int
     variant: str
-    merge_weights: Tensor | None = None
-    """MoT: (Q, G, T, E) weights, summing to 1 over G for every expert and position."""
-    entropy: Tensor | None = None
-    """MoT: (Q, T, E) entropy of the merge weights over G, divided by log G (1 = uniform)."""
-    requested_per_expert: Tensor | None = None
-    """Token choice: (E,) top-k choices per expert, before capacity."""
-    tokens_per_expert: Tensor | None = None
-    """Token choice: (E,) tokens processed per expert, after capacity."""
-    dropped_fraction: float | None = None
-    """Token choice: fraction of routing assignments dropped for lack of capacity."""
-    stats: dict[str, Tensor] | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    """What the layer's ``routing_report`` returned, by name: CPU tensors, 0-d ones as floats."""
+    stats: dict[str, Tensor] = field(default_factory=dict)
     """Everything the layer reported in its Aux stats."""
 
-    @property
-    def entropy_per_expert(self) -> Tensor | None:
-        """MoT: (E,) mean normalised entropy over groups and positions."""
-        return None if self.entropy is None else self.entropy.mean(dim=(0, 1))
+    def __getattr__(self, name: str) -> Any:
+        report = self.__dict__.get("report") or {}
+        if name in report:
+            return report[name]
+        raise AttributeError(
+            f"block {self.__dict__.get('block')} ({self.__dict__.get('variant')}) reported no "
+            f"{name!r}; it reported: {', '.join(sorted(report)) or 'nothing'}"
+        )
 
-    @property
-    def entropy_per_position(self) -> Tensor | None:
-        """MoT: (T,) mean normalised entropy over groups and experts."""
-        return None if self.entropy is None else self.entropy.mean(dim=(0, 2))
-
-    @property
-    def load_fraction(self) -> Tensor | None:
-        """Token choice: (E,) share of the requested assignments each expert received."""
-        if self.requested_per_expert is None:
-            return None
-        return self.requested_per_expert / self.requested_per_expert.sum().clamp_min(1)
-
-
-REPORT_FIELDS = {"merge_weights", "requested_per_expert", "tokens_per_expert", "dropped_fraction"}
-"""The :class:`LayerRouting` fields a layer's ``routing_report`` may fill."""
-
-
-def normalised_entropy(weights_QGTE: Tensor) -> Tensor:
-    """Entropy over the group axis (dim 1) divided by log G: (Q, G, T, E) → (Q, T, E)."""
-    G = weights_QGTE.shape[1]
-    w = weights_QGTE.float()
-    entropy = -(w * w.clamp_min(1e-20).log()).sum(dim=1)
-    return entropy / (math.log(G) if G > 1 else 1.0)
+    def __contains__(self, name: str) -> bool:
+        return name in self.report
 
 
 @torch.no_grad()
 def inspect_routing(model: GPT, tokens_BT: Tensor) -> list[LayerRouting]:
     """Run ``model`` on ``tokens_BT`` once and report every routed block's routing.
 
-    The batch must be a multiple of the model's group size (see
-    :func:`motlab.filler.pad_with_filler` to place fewer real rows among filler rows). Dense
-    blocks are left out.
+    The batch must be a multiple of the model's group size (rows of
+    :func:`motlab.filler.filler_rows` can fill it up beside fewer real ones). Dense blocks are
+    left out.
     """
     captured: dict[int, tuple[Tensor, object]] = {}
     handles = []
@@ -104,38 +83,39 @@ def inspect_routing(model: GPT, tokens_BT: Tensor) -> list[LayerRouting]:
     for i in sorted(captured):
         x_BTD, aux = captured[i]
         stats = {k: v.detach().cpu() for k, v in aux.stats.items()}  # type: ignore[attr-defined]
-        info = LayerRouting(block=i, variant=model.cfg.block_ffn(i).variant, stats=stats)
         report = model.blocks[i].ffn.routing_report(x_BTD, aux)
-        unknown = sorted(set(report) - REPORT_FIELDS)
-        if unknown:
-            raise KeyError(f"block {i}: routing_report keys {unknown} are not LayerRouting fields")
-        for key, value in report.items():
-            value = value.detach().cpu()
-            setattr(info, key, float(value) if key == "dropped_fraction" else value)
-        if info.merge_weights is not None:
-            info.merge_weights = info.merge_weights.float()
-            info.entropy = normalised_entropy(info.merge_weights)
-        layers.append(info)
+        variant = model.cfg.block_ffn(i).variant
+        layers.append(LayerRouting(i, variant, {k: _cpu(v) for k, v in report.items()}, stats))
     return layers
 
 
+def _cpu(value: Any) -> Any:
+    """A reported tensor on the CPU, a 0-d one as a Python float."""
+    if not isinstance(value, Tensor):
+        return value
+    value = value.detach().cpu()
+    return float(value) if value.ndim == 0 else value
+
+
+def report_matrix(layers: list[LayerRouting], name: str, what: str) -> tuple[Tensor, list[int]]:
+    """(L, E) float matrix of the (E,) vector ``name`` of every layer that reported it, and those
+    layers' block indices; ``what`` names the quantity in the error when none did."""
+    rows = [(r.report[name].float(), r.block) for r in layers if name in r]
+    if not rows:
+        raise ValueError(f"no layer in this routing report has {name!r} ({what})")
+    return torch.stack([row for row, _ in rows]), [block for _, block in rows]
+
+
 def entropy_matrix(layers: list[LayerRouting]) -> tuple[Tensor, list[int]]:
-    """(L, E) mean normalised merge entropy per MoT layer and expert, and the block indices."""
-    mot = [r for r in layers if r.entropy is not None]
-    if not mot:
-        raise ValueError("no MoT layers in this routing report")
-    return torch.stack([r.entropy_per_expert for r in mot]), [r.block for r in mot]  # type: ignore[misc]
+    """(L, E) mean normalised merge entropy per expert of every layer that reports it (MoT's
+    ``entropy_per_expert``), and the block indices."""
+    return report_matrix(layers, "entropy_per_expert", "the merge entropy MoT layers report")
 
 
 def load_matrix(
     layers: list[LayerRouting], after_capacity: bool = True
 ) -> tuple[Tensor, list[int]]:
-    """(L, E) tokens per expert of each token-choice layer (after or before capacity)."""
-    tc = [r for r in layers if r.requested_per_expert is not None]
-    if not tc:
-        raise ValueError("no token-choice layers in this routing report")
-    rows = [
-        (r.tokens_per_expert if after_capacity else r.requested_per_expert).float()  # type: ignore[union-attr]
-        for r in tc
-    ]
-    return torch.stack(rows), [r.block for r in tc]
+    """(L, E) tokens per expert of every layer that reports its load (token choice's
+    ``tokens_per_expert`` after capacity, ``requested_per_expert`` before it)."""
+    name = "tokens_per_expert" if after_capacity else "requested_per_expert"
+    return report_matrix(layers, name, "the expert load token-choice layers report")

@@ -11,10 +11,10 @@ starts a new version at step 0. A version continues the one before it (in time) 
 steps continue past that version's last step, and its saved ``config.yaml``, where there is one,
 records a ``ckpt_path`` (a resume from a checkpoint, e.g. with another ``checkpoint.dirpath``).
 A version that logged at one step only is an evaluation (``motlab validate``/``test`` log at
-step 0 into a version of their own), not a run. :func:`read_run` reads the newest run's version
-and the unbroken chain of versions it continues; the others are left out, listed in
-:attr:`Run.left_out` and named in a :class:`SeparateRunsWarning`. Pass ``version`` to read one
-version only.
+step 0 into a version of their own), not a run. (:func:`motlab.rundir.newest_run` holds this
+rule.) :func:`read_run` reads the newest run's version and the unbroken chain of versions it
+continues; the others are left out, listed in :attr:`Run.left_out` and named in a
+:class:`SeparateRunsWarning`. Pass ``version`` to read one version only.
 
 Every point carries its step, value, absolute wall time and *elapsed* seconds: time since the
 run's first event, counting each event file's own span only, so that the pause between a crash
@@ -24,7 +24,6 @@ and its resume is not counted as training time.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +32,24 @@ from typing import Any
 
 import numpy as np
 
+from motlab.metrics import TOKENS_SEEN
+from motlab.rundir import (
+    HPARAMS,
+    RUN_CONFIG,
+    Version,
+    in_time_order,
+    is_version_dir,
+    newest_run,
+    read_yaml,
+    version_name,
+)
+
 EVENT_GLOB = "events.out.tfevents.*"
 
-TOKENS_TAGS = ("perf/tokens_seen", "train/tokens_seen", "train/tokens", "tokens")
+TOKENS_TAGS = (TOKENS_SEEN, "train/tokens_seen", "train/tokens", "tokens")
 """Scalar tags read as the number of training tokens seen at a step, when one is logged."""
 
-CONFIG_FILES = ("config.yaml", "hparams.yaml")
+CONFIG_FILES = (RUN_CONFIG, HPARAMS)
 """Files beside the event files that may describe the run (LightningCLI, TensorBoardLogger)."""
 
 
@@ -129,7 +140,7 @@ def event_files(path: str | Path, version: int | str | None = None) -> list[Path
     if not path.is_dir():
         raise FileNotFoundError(f"no run directory or event file at {path}")
     if version is not None:
-        name = version if isinstance(version, str) else f"version_{version}"
+        name = version_name(version)
         matches = [p for p in path.rglob(name) if p.is_dir()]
         if not matches:
             raise FileNotFoundError(f"run {path} has no {name!r} sub-directory")
@@ -151,19 +162,6 @@ def _read_file(path: Path) -> dict[str, list[tuple[int, float, float]]]:
     }
 
 
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    """The mapping in a YAML file, or None when it is missing or not a readable mapping."""
-    import yaml
-
-    if not path.is_file():
-        return None
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
 def _load_config(dirs: Sequence[Path], root: Path) -> dict[str, Any]:
     """The saved configuration in the run root or the directories read (oldest first), if any.
 
@@ -174,7 +172,7 @@ def _load_config(dirs: Sequence[Path], root: Path) -> dict[str, Any]:
     found: dict[str, dict[str, Any]] = {name: {} for name in CONFIG_FILES}
     for d in dict.fromkeys([top, *dirs]):
         for name in CONFIG_FILES:
-            loaded = _read_yaml(d / name)
+            loaded = read_yaml(d / name)
             if loaded is not None:
                 found[name] = loaded
     return {**found["hparams.yaml"], **found["config.yaml"]}
@@ -237,16 +235,16 @@ def read_run(
         raise FileNotFoundError(f"no TensorBoard event files ({EVENT_GLOB}) under {path}")
 
     per_file = {f: _read_file(f) for f in files}
-    groups = _version_groups(per_file)
-    chain, left_out = _newest_run(groups) if version is None else (groups, [])
+    files_of, versions = _versions(per_file)
+    chain, left_out = newest_run(versions) if version is None else (versions, [])
     root = path if path.is_dir() else path.parent
     if left_out:
         warnings.warn(_left_out_message(path, chain, left_out, root), SeparateRunsWarning, 2)
 
     # Order files by their first event; each contributes its own span to the elapsed time.
     spans = []
-    for group in chain:
-        for f in group.files:
+    for part in chain:
+        for f in files_of[part.directory]:
             times = [t for points in per_file[f].values() for _, t, _ in points]
             if times:
                 spans.append((min(times), max(times), f))
@@ -289,76 +287,33 @@ def read_run(
     )
 
 
-@dataclass
-class _Version:
-    """The event files of one directory (one ``version_N``): one run, or one part of one."""
-
-    directory: Path
-    files: list[Path]
-    first_step: int
-    last_step: int
-    start: float
-    """Wall time of its first point."""
-
-    @property
-    def resumed(self) -> bool | None:
-        """Whether its saved ``config.yaml`` records a ``ckpt_path`` (LightningCLI saves the
-        one it was started with); None when there is no such record."""
-        config = _read_yaml(self.directory / "config.yaml")
-        if config is None or "ckpt_path" not in config:
-            return None
-        return config["ckpt_path"] is not None
-
-
-def _version_groups(
+def _versions(
     per_file: dict[Path, dict[str, list[tuple[int, float, float]]]],
-) -> list[_Version]:
-    """The event files grouped by directory, oldest first (by first point, not by name:
-    ``version_10`` is newer than ``version_9``); directories without any point are dropped."""
+) -> tuple[dict[Path, list[Path]], list[Version]]:
+    """The event files by directory, and what each directory (one ``version_N``) logged, oldest
+    first; directories without any point are dropped."""
     by_dir: dict[Path, list[Path]] = {}
     for f in per_file:
         by_dir.setdefault(f.parent, []).append(f)
-    groups = []
+    versions = []
     for directory, files in by_dir.items():
         points = [p for f in files for series in per_file[f].values() for p in series]
         if not points:
             continue
         steps = [step for step, _, _ in points]
         start = min(wall for _, wall, _ in points)
-        groups.append(_Version(directory, sorted(files), min(steps), max(steps), start))
-    return sorted(groups, key=lambda g: (g.start, _natural_key(g.directory.name)))
+        versions.append(Version(directory, min(steps), max(steps), start))
+    files_of = {d: sorted(files) for d, files in by_dir.items()}
+    return files_of, in_time_order(versions)
 
 
-def _newest_run(groups: list[_Version]) -> tuple[list[_Version], list[_Version]]:
-    """``(chain, left_out)``: the newest version with the unbroken chain of older versions it
-    continues (oldest first), and every other version.
-
-    Versions that logged at one step only — ``motlab validate``/``test`` log their metrics at
-    step 0 into a version of their own — are evaluations, not runs: they are left out, and the
-    newest run is chosen among the others (when there are any).
-    """
-    runs = [g for g in groups if g.last_step > g.first_step] or groups
-    if not runs:
-        return [], []
-    chain = [runs[-1]]
-    for earlier in reversed(runs[:-1]):
-        later = chain[0]
-        if later.first_step <= earlier.last_step or later.resumed is False:
-            break
-        chain.insert(0, earlier)
-    left_out = [g for g in groups if all(g is not c for c in chain)]
-    return chain, left_out
-
-
-def _left_out_message(
-    path: Path, chain: list[_Version], left_out: list[_Version], root: Path
-) -> str:
-    def steps(g: _Version) -> str:
+def _left_out_message(path: Path, chain: list[Version], left_out: list[Version], root: Path) -> str:
+    def steps(g: Version) -> str:
         return f"{_relative(g.directory, root)} (steps {g.first_step}-{g.last_step})"
 
-    def why(g: _Version) -> str:
+    def why(g: Version) -> str:
         name = _relative(g.directory, root)
-        if g.first_step == g.last_step:
+        if g.is_evaluation:
             return f"{name} (step {g.first_step} only: an evaluation, e.g. motlab validate)"
         return f"{steps(g)}: another run"
 
@@ -377,16 +332,11 @@ def _relative(directory: Path, root: Path) -> str:
         return str(directory)
 
 
-def _natural_key(name: str) -> list[Any]:
-    """Sort key that orders ``version_9`` before ``version_10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _run_name(path: Path) -> str:
     """A readable name: the directory name, with its parent for ``version_N`` directories."""
     if path.is_file():
         path = path.parent
-    if re.fullmatch(r"version_\d+", path.name) and path.parent.name:
+    if is_version_dir(path) and path.parent.name:
         return f"{path.parent.name}/{path.name}"
     return path.name
 

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from motlab.analysis.runs import Run, as_run
+from motlab.metrics import VAL_LOSS
 
-DEFAULT_TAG = "val/loss"
+DEFAULT_TAG = VAL_LOSS
 
 
 def crossing(values: np.ndarray, target: float) -> tuple[int, float] | None:

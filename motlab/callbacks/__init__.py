@@ -1,9 +1,10 @@
-"""Training callbacks: throughput and MFU, the model summary, a compact progress bar, and the
-run's checkpoints (final state included, and on Ctrl-C or SIGTERM)."""
+"""Training callbacks: throughput and MFU, the model summary, a compact progress bar, the run's
+checkpoints (its final state included), and stopping at a step boundary on Ctrl-C or SIGTERM."""
 
 from motlab.callbacks.progress import ProgressBar
 from motlab.callbacks.run_checkpoint import RunCheckpoint
 from motlab.callbacks.speed import PEAK_FLOPS_BF16, SpeedMonitor, peak_flops_per_device
+from motlab.callbacks.stop import STOP_SIGNALS, StopOnSignal, StopResult
 from motlab.callbacks.summary import RunSummary
 
 __all__ = [
@@ -11,6 +12,9 @@ __all__ = [
     "ProgressBar",
     "RunCheckpoint",
     "RunSummary",
+    "STOP_SIGNALS",
     "SpeedMonitor",
+    "StopOnSignal",
+    "StopResult",
     "peak_flops_per_device",
 ]

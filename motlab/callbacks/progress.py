@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from motlab.callbacks.summary import si
+from motlab.clock import StepClock
+from motlab.metrics import TOKENS_PER_SEC, TRAIN_LOSS, VAL_LOSS
 
 
 class Reading:
@@ -34,7 +36,11 @@ class ProgressBar(TQDMProgressBar):
     The training values are read from the logged metrics once per logging step (not again for
     each accumulated micro-batch after it), and shown until the next one. Lightning would
     otherwise turn every progress-bar tensor into a Python number after every batch, a
-    host-device sync per step that stalls the GPU's queue.
+    host-device sync per step that stalls the GPU's queue. They are read when the logging step
+    is over — when the next batch starts, or training ends — so that every callback has logged
+    its part: at the end of the step itself, a callback after the bar in the trainer's list
+    (:class:`~motlab.callbacks.SpeedMonitor`, as ``motlab fit`` orders them) would not have
+    logged its tokens/s yet, and the bar showed the previous logging step's.
 
     The bar counts the run's batches out of ``max_steps`` × accumulation, also after a resume:
     Lightning sizes it by the *remaining* steps while counting from the resumed batch, which
@@ -42,9 +48,9 @@ class ProgressBar(TQDMProgressBar):
     the first second. Here the resumed batches are the bar's ``initial``.
     """
 
-    SHOWN = {"train/loss": "loss", "perf/tokens_per_sec": "tok/s"}
+    SHOWN = {TRAIN_LOSS: "loss", TOKENS_PER_SEC: "tok/s"}
     """Metrics logged without ``prog_bar`` that the bar shows, and their labels."""
-    RENAME = {"val/loss": "val_loss"}
+    RENAME = {VAL_LOSS: "val_loss"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,18 +86,36 @@ class ProgressBar(TQDMProgressBar):
             bar.initial = bar.n = bar.last_print_n = batch_idx
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        self._read_logged(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._read_logged(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._read_logged(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def _read_logged(self, trainer: pl.Trainer) -> None:
+        """Take the shown values from the metrics logged at the last optimiser step, if it was
+        a logging step not read yet (one read per logging step)."""
+        step = trainer.global_step
+        if step == self._read_at_step or not StepClock(trainer).is_log_step(step):
+            return
+        self._read_at_step = step
+        logged = trainer.callback_metrics
+        for key, label in self.SHOWN.items():
+            if key in logged:
+                value = float(logged[key])
+                self._shown[label] = Reading(value) if label == "tok/s" else value
+
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        n = trainer.log_every_n_steps
-        step = trainer.global_step
-        if trainer.training and n > 0 and step % n == 0 and step != self._read_at_step:
-            self._read_at_step = step  # just logged, and not read yet
-            logged = trainer.callback_metrics
-            for key, label in self.SHOWN.items():
-                if key in logged:
-                    value = float(logged[key])
-                    self._shown[label] = Reading(value) if label == "tok/s" else value
         out = dict(self._shown)
         for key, value in metrics.items():
             out[self.RENAME.get(key, key)] = value

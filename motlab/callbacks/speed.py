@@ -19,6 +19,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from motlab import metrics
+from motlab.clock import StepClock
 from motlab.stats import model_stats
 
 PEAK_FLOPS_BF16: dict[str, float] = {
@@ -56,7 +58,6 @@ class SpeedMonitor(pl.Callback):
         self._window_start: float | None = None
         self._window_tokens = 0
         self._tokens_per_step = 0
-        self._step_at_batch_start = -1
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flops_per_token = model_stats(pl_module.net.cfg).flops_per_token
@@ -72,11 +73,6 @@ class SpeedMonitor(pl.Callback):
         self._window_start = time.perf_counter()
         self._window_tokens = 0
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._step_at_batch_start = trainer.global_step
-
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -88,20 +84,20 @@ class SpeedMonitor(pl.Callback):
         tokens = batch[:, :-1].numel() if isinstance(batch, torch.Tensor) else 0
         self._window_tokens += tokens
         self._tokens_per_step = tokens * trainer.world_size * trainer.accumulate_grad_batches
-        n = trainer.log_every_n_steps
-        stepped = trainer.global_step != self._step_at_batch_start  # not mid-accumulation
-        if not stepped or n <= 0 or trainer.global_step % n != 0 or self._window_start is None:
+        if not StepClock(trainer).logged_step_finished(batch_idx) or self._window_start is None:
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # CPU time ≠ GPU time while kernels are still queued
         elapsed = time.perf_counter() - self._window_start
         per_device = self._window_tokens / max(elapsed, 1e-9)
         log = dict(on_step=True, on_epoch=False, rank_zero_only=True)
-        pl_module.log("perf/tokens_per_sec", per_device * trainer.world_size, **log)
-        pl_module.log("perf/tokens_per_sec_per_device", per_device, **log)
-        pl_module.log("perf/tokens_seen", float(trainer.global_step * self._tokens_per_step), **log)
+        tokens_seen = float(trainer.global_step * self._tokens_per_step)
+        pl_module.log(metrics.TOKENS_PER_SEC, per_device * trainer.world_size, **log)
+        pl_module.log(metrics.TOKENS_PER_SEC_PER_DEVICE, per_device, **log)
+        pl_module.log(metrics.TOKENS_SEEN, tokens_seen, **log)
         if self.peak_flops:
-            pl_module.log("perf/mfu", per_device * self._flops_per_token / self.peak_flops, **log)
+            mfu = per_device * self._flops_per_token / self.peak_flops
+            pl_module.log(metrics.MFU, mfu, **log)
         self._restart_window()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

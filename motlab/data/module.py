@@ -22,7 +22,7 @@ from motlab.data.loader import ResumableLoader, find_stream_states
 from motlab.data.sharding import split_note, world_info
 from motlab.data.sources import (
     DocFile,
-    check_hub,
+    check_streamable,
     describe,
     glob_files,
     hub_files,
@@ -159,7 +159,7 @@ class C4DataModule(pl.LightningDataModule):
         sources = (config.get("path"), config.get("train_files"), config.get("val_files"))
         if cls.needs_hub(*sources):
             dataset = config.get("hub_dataset", "allenai/c4")
-            check_hub(dataset, config.get("hub_config", "en"), "train")
+            check_streamable(dataset, config.get("hub_config", "en"), "train")
 
     def _resolve(self, split: str) -> list[DocFile]:
         explicit = self.train_files if split == "train" else self.val_files

@@ -301,8 +301,9 @@ def local_c4_files(path: str, config: str, split: str) -> list[DocFile]:
     )
 
 
-def check_hub(dataset: str, config: str, split: str) -> None:
-    """Raise :class:`HubUnreachableError` within seconds if ``dataset`` cannot be streamed."""
+def check_streamable(dataset: str, config: str, split: str) -> None:
+    """Raise :class:`HubUnreachableError` within seconds if ``dataset`` cannot be streamed
+    (:func:`motlab.hub.check_hub`, saying what to use instead)."""
     hub.check_hub(
         f"stream {dataset!r} (config {config!r}, split {split!r})",
         OFFLINE_HINT.format(config=config),
@@ -316,7 +317,7 @@ def hub_files(dataset: str, config: str, split: str) -> list[DocFile]:
     cannot be reached.
     """
     where = f"{dataset!r} (config {config!r}, split {split!r})"
-    check_hub(dataset, config, split)
+    check_streamable(dataset, config, split)
     import datasets
 
     try:
@@ -352,7 +353,7 @@ __all__ = [
     "describe",
     "glob_files",
     "hub_files",
-    "check_hub",
+    "check_streamable",
     "local_c4_files",
     "streamed_files",
 ]

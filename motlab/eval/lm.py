@@ -7,14 +7,15 @@ process that evaluates: ``motlab lm_eval ...`` (the harness's CLI with this modu
 ``motlab zeroshot`` or ``import motlab.eval`` before ``lm_eval.simple_evaluate(model="motlab")``.
 
 Scoring follows :mod:`motlab.eval.scoring` (one group per request for MoT, filler rows drawn
-from the request's own tokens); generation uses :func:`motlab.generate`.
+from the request's own tokens); generation batches requests through the KV-cached lockstep
+decoder, :func:`motlab.decoding.complete` (MoT: a group per batch, filler where short).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import lm_eval.models  # noqa: F401 - the harness's own backends; see the registration below
@@ -25,8 +26,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from motlab.checkpoint import load_file, load_model, resolve_checkpoint
-from motlab.data.tokenizer import looks_like_path
+from motlab.checkpoint import load_model, read_data_config, resolve_checkpoint, resolves_here
+from motlab.decoding import complete
 from motlab.eval.filler_pool import (
     DEFAULT_WINDOWS,
     FILLERS,
@@ -36,32 +37,11 @@ from motlab.eval.filler_pool import (
     random_filler_pool,
     request_seed,
 )
-from motlab.eval.scoring import ScoreRequest, real_rows_only, score_requests
-from motlab.generate import generate
+from motlab.eval.scoring import DEFAULT_BATCH_SIZE, ScoreRequest, score_requests
+from motlab.layers.registry import Capacity, parse_capacity
+from motlab.sampling import Sampling
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZE = 16
-"""Requests per forward pass when the harness gives none (R · G rows for group size G)."""
-GEN_CHUNK = 32
-"""Tokens generated between two checks for a stop string."""
-
-
-def _checkpoint_data_hparams(path: Path) -> dict[str, Any]:
-    """The data module's saved hyper-parameters in a Lightning checkpoint (tokenizer, path)."""
-    try:
-        ckpt = load_file(path)
-    except (ValueError, FileNotFoundError):  # reading the model names the problem
-        return {}
-    hp = ckpt.get("datamodule_hyper_parameters")
-    return dict(hp) if isinstance(hp, Mapping) else {}
-
-
-def _usable(source: Any) -> bool:
-    """A saved tokenizer/data source that still resolves here (a hub name or an existing path)."""
-    if not source or not isinstance(source, str):
-        return False
-    return not looks_like_path(source) or Path(source).expanduser().exists()
 
 
 def _requests_per_pass(batch_size: Any) -> int:
@@ -107,6 +87,9 @@ class MotlabLM(TemplateLM):
         max_batch_size: Accepted for the harness's interface; unused (no automatic sizing).
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; default: CUDA if available.
         eot_token: End-of-text token: the context of an empty context, a stop for generation.
+        capacity: Of token-choice layers: ``dropless`` (default: every token gets its k
+            experts, so a request's scores do not depend on the batch), ``training`` (the
+            configured capacity factor, as in training) or a factor (``1.25``).
     """
 
     def __init__(
@@ -121,13 +104,15 @@ class MotlabLM(TemplateLM):
         max_batch_size: int | None = None,
         device: str | None = None,
         eot_token: str = "<|endoftext|>",
+        capacity: Capacity | str = "dropless",
         **unknown: Any,
     ) -> None:
         super().__init__()
         if unknown:
+            valid = list(inspect.signature(MotlabLM.__init__).parameters)[1:-1]
             raise ValueError(
-                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; valid: "
-                "checkpoint, tokenizer, data, filler, filler_pool, seed, device, eot_token"
+                f"unknown model_args for the motlab backend: {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(valid)}"
             )
         if checkpoint is None:
             raise ValueError("the motlab backend needs a checkpoint: --model_args checkpoint=PATH")
@@ -139,9 +124,10 @@ class MotlabLM(TemplateLM):
 
         self.batch_size = _requests_per_pass(batch_size)
         self.seed = int(seed)
+        self.capacity = parse_capacity(capacity)
         path = resolve_checkpoint(checkpoint, "checkpoint=")  # a file, or runs/mot: its newest
         device = _device(device)
-        self.model = load_model(path, map_location=device)
+        self.model = load_model(path, map_location=device, capacity=self.capacity)
         self._device = torch.device(device)
         self.group_size = self.model.cfg.group_size
         if self.group_size > 1 and filler_pool < self.group_size - 1:
@@ -149,9 +135,10 @@ class MotlabLM(TemplateLM):
                 f"filler_pool={filler_pool} windows cannot fill the {self.group_size - 1} other "
                 f"rows of a group of {self.group_size}: use filler_pool >= {self.group_size - 1}"
             )
-        saved = _checkpoint_data_hparams(path)
+        saved = read_data_config(path)
         self.tokenizer_source = str(
-            tokenizer or (saved.get("tokenizer") if _usable(saved.get("tokenizer")) else "gpt2")
+            tokenizer
+            or (saved.get("tokenizer") if resolves_here(saved.get("tokenizer")) else "gpt2")
         )
         self._tok = load_tokenizer(self.tokenizer_source)
         vocab = self._tok.get_vocab_size(with_added_tokens=True)
@@ -167,7 +154,7 @@ class MotlabLM(TemplateLM):
         self._filler_dm: Any = None
         self._filler_windows = filler_pool
         if self.group_size > 1 and filler == "c4":
-            data = data or (saved.get("path") if _usable(saved.get("path")) else None)
+            data = data or (saved.get("path") if resolves_here(saved.get("path")) else None)
             # Files found (or the hub reached) now; the windows are read on first use, after
             # the harness has loaded its tasks.
             self._filler_dm = c4_datamodule(data, self.tokenizer_source, self.max_length, self.seed)
@@ -275,55 +262,81 @@ class MotlabLM(TemplateLM):
         return totals
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Greedy (or sampled, ``do_sample=True``) continuations through :func:`motlab.generate`,
-        one request at a time, cut at the first stop string (``until``) or end-of-text."""
-        out = []
-        for req in tqdm(requests, desc="motlab generate_until", disable=disable_tqdm):
-            context, gen_kwargs = req.args
-            text = self._generate_one(context, dict(gen_kwargs))
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-            out.append(text)
-        return out
+        """Greedy (or sampled, ``do_sample=True``) continuations, each cut at its first stop
+        string (``until``) or end-of-text, ``batch_size`` requests decoded together in lockstep
+        with the KV cache (:func:`motlab.decoding.complete`).
 
-    def _generate_one(self, context: str, kwargs: dict[str, Any]) -> str:
+        Requests with the same sampling arguments are batched, longest prompts first. A
+        group-mixing model (MoT) decodes a batch as one group of G rows (or several, for a
+        batch larger than G) whose rows past the requests are filler rows, drawn with a seed
+        from the batch's prompts: unlike scoring, a request's text depends on the requests it
+        is batched with, as MoT mixes them. Dense and token-choice (dropless) models give each
+        request the same text in any batch, up to float rounding.
+        """
+        parsed = [self._generation_request(*req.args) for req in requests]  # errors first
+        texts: list[str] = [""] * len(requests)
+        by_sampling: dict[Sampling, list[int]] = {}
+        for i, request in enumerate(parsed):
+            by_sampling.setdefault(request.sampling, []).append(i)
+        bar = tqdm(total=len(requests), desc="motlab generate_until", disable=disable_tqdm)
+        try:
+            for sampling, indices in by_sampling.items():
+                indices = sorted(indices, key=lambda i: -len(parsed[i].prompt))
+                for start in range(0, len(indices), self.batch_size):
+                    chunk = indices[start : start + self.batch_size]
+                    for i, text in zip(chunk, self._generate_batch(
+                        [parsed[i] for i in chunk], sampling
+                    ), strict=True):  # fmt: skip
+                        texts[i] = text
+                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                    bar.update(len(chunk))
+        finally:
+            bar.close()
+        return texts
+
+    def _generation_request(self, context: str, gen_kwargs: dict[str, Any]) -> _Generation:
+        kwargs = dict(gen_kwargs)
         until = kwargs.pop("until", None) or []
-        until = [until] if isinstance(until, str) else list(until)
-        until.append(self.tok_decode([self._eot]))
+        until = [until] if isinstance(until, str) else [s for s in until if s]
         max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
         do_sample = bool(kwargs.pop("do_sample", False))
         temperature = float(kwargs.pop("temperature", 1.0 if do_sample else 0.0))
         top_k = kwargs.pop("top_k", None)
+        top_p = kwargs.pop("top_p", None)
         if kwargs:
             log.warning("motlab backend: generation arguments ignored: %s", sorted(kwargs))
         if not do_sample:
-            temperature = 0.0
-
+            temperature, top_k, top_p = 0.0, None, None
+        sampling = Sampling(temperature, top_k, top_p)
         prompt = (self.tok_encode(context) or [self._eot])[-self.max_length :]
-        seed = request_seed("generate", prompt, salt=self.seed)
+        return _Generation(prompt, until, max_new, sampling)
+
+    def _generate_batch(self, batch: list[_Generation], sampling: Sampling) -> list[str]:
+        prompts = [g.prompt for g in batch]
+        seed = request_seed("generate", *prompts, salt=self.seed)
         generator = torch.Generator().manual_seed(seed)
         filler_WT = None
-        if self.group_size > 1:
+        n_fill = -len(batch) % self.group_size
+        if n_fill:
             pool = self.filler
             assert pool is not None
-            # Rows long enough for the whole decode, aligned with the prompt's first token, so
-            # the chunks below see the same filler as one long call would.
-            filler_WT = pool.rows(seed, self.group_size - 1, len(prompt) + max_new)
-        tokens_1T = torch.tensor([prompt], dtype=torch.long)
-        text = ""
-        with real_rows_only(self.model, self.group_size):
-            while tokens_1T.shape[1] - len(prompt) < max_new:
-                step = min(GEN_CHUNK, max_new - (tokens_1T.shape[1] - len(prompt)))
-                tokens_1T = generate(
-                    self.model,
-                    tokens_1T,
-                    step,
-                    temperature=temperature,
-                    top_k=top_k,
-                    filler_WT=filler_WT,
-                    generator=generator,
-                ).cpu()
-                text = self.tok_decode(tokens_1T[0, len(prompt) :].tolist())
-                cut = min((text.find(s) for s in until if s and s in text), default=-1)
-                if cut >= 0:
-                    return text[:cut]
-        return text
+            # Long enough for the whole decode, aligned with the longest prompt's first token.
+            length = max(map(len, prompts)) + max(g.max_new for g in batch)
+            filler_WT = pool.rows(seed, n_fill, length)
+        done = complete(
+            self.model, prompts, [g.max_new for g in batch], temperature=sampling.temperature,
+            top_k=sampling.top_k, top_p=sampling.top_p, eos_id=self._eot,
+            stop=[g.until for g in batch], decode=self.tok_decode, filler_WT=filler_WT,
+            generator=generator, capacity=self.capacity,
+        )  # fmt: skip
+        return [c.text or "" for c in done]
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """One ``generate_until`` request, parsed."""
+
+    prompt: list[int]
+    until: list[str]
+    max_new: int
+    sampling: Sampling

@@ -11,8 +11,9 @@ a group of its own whose rows 1 … G - 1 are the filler rows its seed picks fro
 :class:`FillerPool`; Q requests make a batch of Q · G rows. A group's rows only ever see their
 own group at their own position and earlier, so a request's score depends on its own tokens and
 seed alone, not on which requests share its batch or their order. Dense and token-choice models
-(G = 1) score Q rows per pass; token choice shares its expert capacity across the batch, as in
-training, so its scores do depend a little on the other rows.
+(G = 1) score Q rows per pass; token choice runs dropless there (the backend loads the model
+with :func:`motlab.load_model`'s default), so its scores do not depend on the other rows
+either; with a training capacity (``capacity=training``) they would, a little.
 
 Rows are right-padded, so padding only follows a row's scored positions, which causal attention
 keeps it out of. The padded length is the request's own input length rounded up to a multiple of
@@ -36,6 +37,9 @@ import torch.nn.functional as F
 
 from motlab.eval.filler_pool import FillerPool
 from motlab.model import GPT
+
+DEFAULT_BATCH_SIZE = 16
+"""Requests per forward pass when none is given (R · G rows for group size G)."""
 
 LENGTH_BUCKET = 16
 """Padded lengths are multiples of this (or ``seq_len``): little padding, few distinct shapes."""

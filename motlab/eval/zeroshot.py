@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from motlab.eval.filler_pool import DEFAULT_WINDOWS, FILLERS
-
-DEFAULT_BATCH_SIZE = 16
+from motlab.eval.scoring import DEFAULT_BATCH_SIZE
 
 
 def jsonl_task(path: Path) -> dict[str, Any]:

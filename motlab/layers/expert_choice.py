@@ -18,6 +18,11 @@ the layer computes in two ways worth knowing when reading results:
 
 ``output_norm: false`` drops the norm: unpicked tokens then add exactly zero and the gate
 scales the output as in MoT and token choice.
+
+Left padding (prompts of different lengths decoded together, :meth:`ExpertChoice.forward_masked`)
+is masked out of the group: each expert picks its C tokens among the group's real rows at that
+position first, and a pick that has to fall on padding (fewer than C real rows) carries gate 0.
+A real token's output therefore depends on the real rows of its group only.
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ from torch import Tensor, nn
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts, top_k_expert_size
-from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
+from motlab.layers.registry import (
+    FFNConfig,
+    FFNLayer,
+    LayerCost,
+    check_group_multiple,
+    register_variant,
+)
 
 
 @dataclass
@@ -84,19 +95,26 @@ class ExpertChoice(FFNLayer):
         self.norm = nn.LayerNorm(d_model) if cfg.output_norm else nn.Identity()
 
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        return self._pick(x_BTD, None)
+
+    def forward_masked(self, x_BTD: Tensor, real_BT: Tensor) -> tuple[Tensor, Aux]:
+        """Padding (``real_BT`` False) takes no part in its group (module docstring)."""
+        return self._pick(x_BTD, real_BT)
+
+    def _pick(self, x_BTD: Tensor, real_BT: Tensor | None) -> tuple[Tensor, Aux]:
         B, T, D = x_BTD.shape
         G, E, C = self.group_size, self.experts.n_experts, self.c
-        if B % G:
-            raise ValueError(
-                f"expert choice groups the batch in groups of group_size={G}, but got a batch "
-                f"of {B}: use a batch size that is a multiple of {G} (data.batch_size)"
-            )
+        check_group_multiple(B, G, "expert choice")
         Q = B // G
         x_QGTD = x_BTD.view(Q, G, T, D)
         scores_QGTE = torch.softmax(self.experts.router_logits(x_QGTD), dim=-1)  # over experts
+        if real_BT is not None:  # padding ranks below every real score (>= 0): picked last
+            scores_QGTE = scores_QGTE.masked_fill(~real_BT.view(Q, G, T, 1), -1.0)
 
         # Each expert picks its top-C tokens of the group, separately at every position.
         gate_QCTE, pick_QCTE = scores_QGTE.topk(C, dim=1)
+        if real_BT is not None:
+            gate_QCTE = gate_QCTE.clamp_min(0.0)  # a pick of padding adds nothing
         # Row of each pick in x viewed as (N, D): (q·G + g)·T + t; each expert's M = Q·C·T
         # picks laid out (Q, C, T).
         q_idx = torch.arange(Q, device=x_BTD.device).view(1, Q, 1, 1)

@@ -54,6 +54,33 @@ class Experts(nn.Module):
         h_EMF = F.relu(torch.bmm(x_EMD, self.w1))  # bmm follows autocast (bf16 on GPU)
         return torch.bmm(h_EMF, self.w2)
 
+    def each(self, x_MD: Tensor, expert_M: Tensor) -> Tensor:
+        """Apply expert ``expert_M[m]`` to input m: (M, D) → (M, D), with no capacity: every
+        input is computed, and nothing else (dropless token choice at inference).
+
+        Eager, the inputs are sorted by expert and each expert used multiplies its own run of
+        inputs by its weights (one host sync for the counts; the weights are read once and
+        never copied). Traced by the compiler, where shapes must not depend on the routing,
+        each input gathers its expert's weights (meant for a decoding step's few inputs).
+        """
+        if torch.compiler.is_compiling():
+            h_M1F = F.relu(torch.bmm(x_MD[:, None], self.w1[expert_M]))
+            return torch.bmm(h_M1F, self.w2[expert_M])[:, 0]
+        counts = torch.bincount(expert_M, minlength=self.n_experts).tolist()
+        if max(counts) == len(expert_M):  # one expert for every input (batch 1, top-1)
+            e = counts.index(len(expert_M))
+            return F.relu(x_MD @ self.w1[e]) @ self.w2[e]
+        order_M = torch.argsort(expert_M, stable=True)
+        x_sorted_MD = x_MD[order_M]
+        pieces, start = [], 0
+        for e, n in enumerate(counts):
+            if n:
+                piece_MD = x_sorted_MD[start : start + n]
+                pieces.append(F.relu(piece_MD @ self.w1[e]) @ self.w2[e])
+                start += n
+        y_sorted_MD = torch.cat(pieces)
+        return torch.empty_like(y_sorted_MD).index_copy_(0, order_M, y_sorted_MD)
+
 
 def top_k_expert_size(d_ff: int, top_k: int, d_expert: int | None, variant: str) -> int:
     """Expert size F of a top-k routed layer: ``d_expert``, else FLOP-matched ``d_ff / top_k``.

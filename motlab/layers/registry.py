@@ -10,23 +10,65 @@ are parametrised over the registry — works through this contract alone:
   ``group_size`` (1 unless the layer mixes or picks across the batch);
 * the layer subclasses :class:`FFNLayer`: built as ``Layer(d_model, d_ff, cfg)``, it maps
   ``x_BTD`` to ``(out_BTD, Aux)``, and may override :meth:`FFNLayer.cost` (active parameters
-  and multiply-adds per token) and :meth:`FFNLayer.routing_report` (what analysis shows).
+  and multiply-adds per token), :meth:`FFNLayer.routing_report` (what analysis shows) and
+  declare extra evaluation modes (:attr:`FFNLayer.EVAL_MODES`, :attr:`FFNLayer.mode`,
+  :meth:`FFNLayer.set_mode`; MoT's argmax routing is one) that validation can run in.
+
+The output at position t may depend on the inputs of any row of the batch (of its group) at
+position t, never on other positions: that is what keeps a layer causal and lets cached
+decoding run it one position at a time (a layer carries no state over time). Inference adds two
+hooks whose defaults are right for position-wise layers (group size 1):
+:meth:`FFNLayer.forward_masked` (left-padded prompts: padding must take no part in a group)
+and :meth:`FFNLayer.set_capacity` (token choice's capacity, dropless at inference).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from motlab.layers.aux import Aux
+
+Capacity = float | Literal["dropless", "training"]
+"""How much a capacity-limited layer (token choice) takes at inference: ``"dropless"`` (every
+token gets its k experts, so a row's output does not depend on the rest of the batch: the
+default of :func:`motlab.generate`, :func:`motlab.load_model` and the lm-eval backend),
+``"training"`` (the configured ``capacity_factor``, as in training and in-training
+validation), or a capacity factor."""
+
+CAPACITY_NAMES = ("dropless", "training")
+
+
+def check_capacity(capacity: Any) -> Capacity:
+    """``capacity`` if it is a :data:`Capacity` (a name or a factor > 0), else a clear error."""
+    if capacity in CAPACITY_NAMES:
+        return capacity
+    number = isinstance(capacity, (int, float)) and not isinstance(capacity, bool)
+    if number and math.isfinite(capacity) and capacity > 0:
+        return float(capacity)
+    raise ValueError(
+        f"capacity must be 'dropless', 'training' or a capacity factor > 0, got {capacity!r}"
+    )
+
+
+def parse_capacity(text: Any) -> Capacity:
+    """A :data:`Capacity` from a command-line or ``model_args`` string (``1.25`` a factor)."""
+    if isinstance(text, str) and text not in CAPACITY_NAMES:
+        try:
+            text = float(text)
+        except ValueError:
+            pass
+    return check_capacity(text)
 
 
 class FFNConfig(Protocol):
@@ -70,12 +112,47 @@ class FFNLayer(nn.Module):
         cfg: The variant's config.
     """
 
+    EVAL_MODES: ClassVar[tuple[str, ...]] = ()
+    """Extra ways the layer can be evaluated besides its own routing, by name (MoT:
+    ``("discrete",)``, argmax routing, the τ → 0 diagnostic). ``motlab fit`` validates in the
+    ``discrete`` mode on request (``model.discrete_eval``), logged as
+    ``val/{variant}_discrete/loss``; :func:`motlab.modes.evaluating_in` runs a model in one."""
+
     def __init__(self, d_model: int, d_ff: int, cfg: FFNConfig) -> None:
         super().__init__()
         self.d_model, self.d_ff, self.cfg = d_model, d_ff, cfg
 
+    @property
+    def mode(self) -> str | None:
+        """The evaluation mode (one of :attr:`EVAL_MODES`) the layer runs in now; None = its
+        own routing. A layer with modes overrides this and :meth:`set_mode`."""
+        return None
+
+    def set_mode(self, mode: str | None) -> None:
+        """Run in ``mode`` (one of :attr:`EVAL_MODES`), or in the layer's own routing (None)."""
+        if mode is not None:
+            raise self._unknown_mode(mode)
+
+    @contextmanager
+    def in_mode(self, mode: str) -> Iterator[None]:
+        """Run in ``mode`` inside the ``with`` block; the mode before it is restored after."""
+        if mode not in self.EVAL_MODES:
+            raise self._unknown_mode(mode)
+        before = self.mode
+        self.set_mode(mode)
+        try:
+            yield
+        finally:
+            self.set_mode(before)
+
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _unknown_mode(self, mode: str) -> ValueError:
+        modes = ", ".join(self.EVAL_MODES) or "none"
+        return ValueError(
+            f"{type(self).__name__} has no evaluation mode {mode!r} (its modes: {modes})"
+        )
 
     def cost(self) -> LayerCost:
         """Active parameters and forward multiply-adds per token.
@@ -105,9 +182,47 @@ class FFNLayer(nn.Module):
         return LayerCost(active_params=params, forward_macs=counter.get_total_flops() / 2 / (B * T))
 
     def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
-        """Routing detail for :func:`motlab.analysis.inspect_routing`, from the layer's input
-        and output ``Aux`` on one batch (keys: ``LayerRouting`` fields). None by default."""
+        """What the layer chooses to show of its routing on one batch, by name, from its input
+        and the ``Aux`` it returned (:func:`motlab.analysis.inspect_routing` keeps every entry,
+        on the CPU, 0-d tensors as floats). Nothing by default."""
         return {}
+
+    def forward_masked(self, x_BTD: Tensor, real_BT: Tensor) -> tuple[Tensor, Aux]:
+        """The forward pass when some positions are left padding (``real_BT`` False), as in a
+        batch of prompts of different lengths: padding must not change a real position's output.
+
+        The default is :meth:`forward` itself, which is right for a layer that computes every
+        row on its own (group size 1): padding's outputs go only to padding. A layer that mixes
+        or picks among the rows of a group must keep padding out of its groups; it overrides
+        this method (MoT, expert choice), and without it the default refuses to run on padding.
+        """
+        self.check_padding()
+        return self(x_BTD)
+
+    @property
+    def takes_padding(self) -> bool:
+        """Whether :meth:`forward_masked` handles padding: group size 1, or overridden."""
+        overridden = type(self).forward_masked is not FFNLayer.forward_masked
+        return self.cfg.group_size == 1 or overridden
+
+    def check_padding(self) -> None:
+        """Raise, naming the variant and the fix, if the layer cannot take left padding."""
+        if not self.takes_padding:
+            raise ValueError(
+                f"the feed-forward variant {self.cfg.variant!r} mixes groups of "
+                f"{self.cfg.group_size} rows but does not handle left padding "
+                "(FFNLayer.forward_masked): give it prompts of equal length, or override "
+                "forward_masked in the variant's file so that padded positions take no part in "
+                "a group"
+            )
+
+    def set_capacity(self, capacity: Capacity) -> Capacity:
+        """Run at ``capacity`` from now on (:data:`Capacity`); return the previous setting.
+
+        Only layers with a capacity (token choice) override it; the default has nothing to set
+        and returns ``"training"``. :func:`motlab.inference.capacity` sets every layer of a model.
+        """
+        return "training"
 
 
 class Variant(NamedTuple):
@@ -140,6 +255,27 @@ def register_variant(name: str, config_cls: type, layer_cls: type) -> None:
     if problems:
         raise TypeError(f"register_variant({name!r}): " + "; ".join(problems))
     FFN_REGISTRY[name] = Variant(config_cls, layer_cls)
+
+
+def check_group_multiple(
+    batch_size: int, group_size: int, variant: str, name: str | None = None, hint: str = ""
+) -> None:
+    """Raise unless ``batch_size`` rows make whole groups of ``group_size`` examples, the rows
+    a MoT or expert-choice layer mixes or picks among at one position.
+
+    ``name`` is the config key the batch size comes from (``data.batch_size``), None for a
+    batch handed to a layer; ``hint`` is said last (another way out, e.g. filler rows).
+    """
+    if batch_size % group_size == 0:
+        return
+    batch = f"{name}={batch_size} (per device)" if name else f"a batch of {batch_size} rows"
+    example = max(group_size, batch_size // group_size * group_size)
+    raise ValueError(
+        f"{batch} is not a multiple of model.net.ffn.group_size={group_size}: {variant} groups "
+        f"the batch into groups of {group_size} examples on every device. Use a per-device "
+        f"batch that is a multiple of {group_size} (e.g. {example}), or change the group "
+        f"size{hint}."
+    )
 
 
 def _variant(name: str) -> Variant:

@@ -12,6 +12,18 @@ assignment's fate depend only on positions ≤ its own.
 Slots come from a stable sort by expert (no one-hot cumulative sum over all tokens); dispatch
 and combine are gathers around one batched matmul over the padded (E, C, D) buffer: no loop over
 experts, no scatter-add in the forward pass, and x itself is never transposed.
+
+**Capacity at inference.** Capacity is shared by all tokens of a forward pass, so with it a
+token's output depends on the other rows of the batch, and short inputs lose many tokens (one
+32-token sequence with E = 32: C = 1, 37.5 % dropped). Training and in-training validation use
+the configured ``capacity_factor`` (``val/loss`` tracks the training objective; Lightning's eval
+mode changes nothing here). Inference — :func:`motlab.generate`, :func:`motlab.load_model`,
+the lm-eval backend — sets the layer **dropless** through :meth:`TokenChoice.set_capacity`
+(:func:`motlab.inference.capacity`): every token gets its k experts, so a row's logits are the
+same alone or in any batch, as serving systems run MoE. ``"training"`` or a factor there brings
+capacity back. Dropless sorts the assignments by expert and runs each expert on its own
+(:meth:`~motlab.layers.experts.Experts.each`: exact compute, one host sync); compiled, each
+assignment gathers its expert's weights instead (static shapes, for a decoding step).
 """
 
 from __future__ import annotations
@@ -24,7 +36,14 @@ from torch import Tensor
 
 from motlab.layers.aux import Aux
 from motlab.layers.experts import Experts, top_k_expert_size
-from motlab.layers.registry import FFNConfig, FFNLayer, LayerCost, register_variant
+from motlab.layers.registry import (
+    Capacity,
+    FFNConfig,
+    FFNLayer,
+    LayerCost,
+    check_capacity,
+    register_variant,
+)
 
 
 @dataclass
@@ -38,7 +57,9 @@ class TokenChoiceConfig(FFNConfig):
     top_k: int = 1
     """K: experts per token (1 in the paper)."""
     capacity_factor: float | None = 1.25
-    """C = int(capacity_factor · N · K / E); ``None`` = no capacity limit (nothing dropped)."""
+    """C = int(capacity_factor · N · K / E) for the N tokens of a forward pass, in training and
+    in-training validation; ``None`` = no capacity limit (nothing dropped). Inference runs
+    dropless unless asked for ``capacity="training"`` or a factor (README, "Generating text")."""
     d_expert: int | None = None
     """F: expert hidden size; ``None`` = d_ff / top_k (FLOP-matched)."""
     load_balancing_weight: float = 0.01
@@ -68,17 +89,41 @@ class TokenChoice(FFNLayer):
         super().__init__(d_model, d_ff, cfg)
         cfg.validate(d_ff)
         self.experts = Experts(d_model, cfg.n_experts, cfg.expert_size(d_ff))
+        self.capacity_setting: Capacity = "training"
+        """The capacity in use: the configured one (``"training"``) until inference sets it."""
+
+    def set_capacity(self, capacity: Capacity) -> Capacity:
+        """``"dropless"``, ``"training"`` (``cfg.capacity_factor``) or a capacity factor;
+        returns the previous setting (module docstring)."""
+        previous, self.capacity_setting = self.capacity_setting, check_capacity(capacity)
+        return previous
 
     def capacity(self, n_tokens: int) -> int:
         E, K = self.experts.n_experts, self.cfg.top_k
-        if self.cfg.capacity_factor is None:
+        factor = self.capacity_setting
+        if factor == "training":
+            factor = self.cfg.capacity_factor
+        if factor is None or factor == "dropless":
             return n_tokens * K
-        return max(1, int(self.cfg.capacity_factor * n_tokens * K / E))
+        return max(1, int(factor * n_tokens * K / E))
 
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        if self.capacity_setting == "dropless":
+            return self._dropless(x_BTD)
+        return self._with_capacity(x_BTD, None)
+
+    def forward_masked(self, x_BTD: Tensor, real_BT: Tensor) -> tuple[Tensor, Aux]:
+        """Dropless, every token is computed on its own; with capacity, padding (``real_BT``
+        False) takes none: it is ranked apart, and C counts the real tokens only."""
+        if self.capacity_setting == "dropless":
+            return self._dropless(x_BTD)
+        return self._with_capacity(x_BTD, real_BT)
+
+    def _with_capacity(self, x_BTD: Tensor, real_BT: Tensor | None) -> tuple[Tensor, Aux]:
         B, T, D = x_BTD.shape
         E, K = self.experts.n_experts, self.cfg.top_k
-        N, C = B * T, self.capacity(B * T)
+        N = B * T
+        C = self.capacity(N if real_BT is None else int(real_BT.sum()))
         x_ND = x_BTD.reshape(N, D)  # token b·T + t
 
         logits_NE = self.experts.router_logits(x_ND)  # fp32
@@ -88,7 +133,13 @@ class TokenChoice(FFNLayer):
         # Rank assignments in fill order (t, b, k); only these small index tensors are
         # transposed, never x.
         expert_S = expert_NK.view(B, T, K).transpose(0, 1).reshape(-1)
-        slot_S, kept_S = _slots_in_fill_order(expert_S, E, C)
+        if real_BT is None:
+            slot_S, kept_S = _slots_in_fill_order(expert_S, E, C)
+        else:
+            # Padding is ranked in a bucket of its own (expert E) and never kept.
+            real_S = real_BT.transpose(0, 1)[..., None].expand(T, B, K).reshape(-1)
+            slot_S, kept_S = _slots_in_fill_order(torch.where(real_S, expert_S, E), E + 1, C)
+            kept_S, slot_S = kept_S & real_S, torch.where(real_S, slot_S, 0)
         slot_NK = slot_S.view(T, B, K).transpose(0, 1).reshape(N, K)
         kept_NK = kept_S.view(T, B, K).transpose(0, 1).reshape(N, K)
 
@@ -102,9 +153,38 @@ class TokenChoice(FFNLayer):
         y_NKD = y_ECD.view(E * C, D)[slot_NK]
         gated_NKD = torch.where(kept_NK[..., None], y_NKD * gate_NK[..., None].to(y_NKD.dtype), 0)
         out_BTD = gated_NKD.sum(dim=1).view(B, T, D).to(x_BTD.dtype)
-        return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_NK)
+        real_N = None if real_BT is None else real_BT.reshape(N)
+        return out_BTD, self._aux(logits_NE, probs_NE, expert_NK, kept_NK, real_N)
 
-    def _aux(self, logits_NE: Tensor, probs_NE: Tensor, expert_NK: Tensor, kept_NK: Tensor) -> Aux:
+    def _dropless(self, x_BTD: Tensor) -> tuple[Tensor, Aux]:
+        """Every token through its K experts: no capacity, so no token depends on another.
+
+        Inference only: its Aux reports the load per expert (and nothing dropped), not the
+        training losses (load balancing, z-loss)."""
+        B, T, D = x_BTD.shape
+        K, N = self.cfg.top_k, B * T
+        x_ND = x_BTD.reshape(N, D)
+        probs_NE = torch.softmax(self.experts.router_logits(x_ND), dim=-1)  # fp32
+        gate_NK, expert_NK = probs_NE.topk(K, dim=-1)
+        expert_S = expert_NK.reshape(-1)  # assignment n·K + k
+        x_SD = x_ND[:, None].expand(N, K, D).reshape(N * K, D)
+        y_NKD = self.experts.each(x_SD, expert_S).view(N, K, D)
+        out_BTD = (y_NKD * gate_NK[..., None].to(y_NKD.dtype)).sum(dim=1).view(B, T, D)
+        # Inference: the load (what routing analysis reads), not the training losses.
+        stats = {
+            "dropped_fraction": torch.zeros((), device=x_BTD.device),
+            "tokens_per_expert": _count(expert_S, self.experts.n_experts),
+        }
+        return out_BTD.to(x_BTD.dtype), Aux(stats=stats)
+
+    def _aux(
+        self,
+        logits_NE: Tensor,
+        probs_NE: Tensor,
+        expert_NK: Tensor,
+        kept_NK: Tensor,
+        real_N: Tensor | None = None,
+    ) -> Aux:
         E = self.experts.n_experts
         # Switch load balancing: E · Σ_e mean_t p[t, e] · frac_e, frac_e counted before drops
         # over all K choices of every token (normalised by K, as GShard does; K = 1 is Switch).
@@ -117,10 +197,14 @@ class TokenChoice(FFNLayer):
         kept_E = torch.zeros(E, dtype=torch.float32, device=kept_NK.device).index_add(
             0, expert_NK.reshape(-1), kept_NK.reshape(-1).float()
         )
+        if real_N is None:
+            dropped = 1.0 - kept_NK.float().mean()
+        else:  # of the real tokens' assignments
+            dropped = 1.0 - kept_NK.float().sum() / (real_N.float().sum() * kept_NK.shape[1])
         stats = {
             "load_balancing": lb_loss.detach(),
             "z_loss": z_loss.detach(),
-            "dropped_fraction": 1.0 - kept_NK.float().mean(),
+            "dropped_fraction": dropped,
             "tokens_per_expert": kept_E,
         }
         return Aux(losses=losses, stats=stats)
@@ -134,13 +218,16 @@ class TokenChoice(FFNLayer):
 
     @torch.no_grad()
     def routing_report(self, x_BTD: Tensor, aux: Aux) -> dict[str, Tensor]:
-        """``requested_per_expert`` (E,): the router's top-k choices before capacity, beside
-        ``tokens_per_expert`` and ``dropped_fraction`` after it (the layer's own statistics)."""
+        """``requested_per_expert`` (E,): the router's top-k choices before capacity, and
+        ``load_fraction`` (E,), each expert's share of them; beside ``tokens_per_expert`` and
+        ``dropped_fraction`` after capacity (the layer's own statistics)."""
         E, K = self.experts.n_experts, self.cfg.top_k
         logits_NE = self.experts.router_logits(x_BTD.reshape(-1, x_BTD.shape[-1]))
         choice_NK = logits_NE.topk(K, dim=-1).indices  # softmax keeps the order
+        requested_E = torch.bincount(choice_NK.reshape(-1), minlength=E)
         return {
-            "requested_per_expert": torch.bincount(choice_NK.reshape(-1), minlength=E),
+            "requested_per_expert": requested_E,
+            "load_fraction": requested_E / requested_E.sum().clamp_min(1),
             "tokens_per_expert": aux.stats["tokens_per_expert"],
             "dropped_fraction": aux.stats["dropped_fraction"],
         }

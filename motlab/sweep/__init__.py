@@ -5,8 +5,8 @@
 * :mod:`.check` — every run's merged config checked with motlab's own parser and classes;
 * :mod:`.state` — finished / resumable / new, from the run's ``last.ckpt``;
 * :mod:`.local`, :mod:`.slurm` — the launchers (one process per run; a submitit job array);
-* :mod:`.report`, :mod:`.figure` — table, CSV and figure per sweep;
-* :mod:`.command` — ``motlab sweep``.
+* :mod:`.report`, :mod:`.figure` — the table of a sweep's results, and its figure;
+* :mod:`.command` — ``motlab sweep``, and writing the report out (table, CSV, figure).
 """
 
 from motlab.sweep.command import build_parser, main

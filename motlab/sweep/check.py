@@ -1,6 +1,6 @@
 """Check every run of a sweep before the first one starts, with motlab's own machinery.
 
-Each run's arguments are parsed by the ``motlab fit`` parser itself (:class:`~motlab.cli.MotCLI`:
+Each run's arguments are parsed by the ``motlab fit`` parser itself (:func:`motlab.cli.fit_parser`:
 config merging, unknown keys, value types, interpolation, argument links), and its model is
 built from the parsed config by :class:`~motlab.lit.LitLM` on PyTorch's ``meta`` device — every
 check of :class:`~motlab.config.GPTConfig`, the feed-forward layers and the transition runs, and
@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
+from motlab.rundir import experiment_root
 from motlab.sweep.spec import SweepError, SweepRun
 
 
@@ -36,31 +38,17 @@ class CheckedRun:
     """``trainer.max_steps``: a run whose ``last.ckpt`` reached it is finished."""
     devices: Any
     num_nodes: int
-    resume_config: Namespace
-    """What :func:`motlab.cli.experiment_last_checkpoint` reads: ``checkpoint`` and ``trainer``."""
+    experiment: Path
+    """The run's experiment directory (:func:`motlab.rundir.experiment_root`): its versions,
+    and the ``last.ckpt`` that ``--ckpt_path last`` resumes."""
 
 
 @cache
 def _fit_parser() -> ArgumentParser:
-    """The ``motlab fit`` arguments (MotCLI's parser without the subcommand level)."""
-    from motlab.cli import MotCLI
+    """The ``motlab fit`` parser, built once (a fraction of a second) for all runs."""
+    from motlab.cli import fit_parser
 
-    class ParseOnly(MotCLI):
-        """MotCLI that builds its parser and stops: no parse of sys.argv, seed or classes."""
-
-        def parse_arguments(self, parser: Any, args: Any) -> None:
-            self.config = Namespace()
-
-        def _set_seed(self) -> None:
-            pass
-
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-    return ParseOnly(run=False, parser_kwargs={"exit_on_error": False}).parser
+    return fit_parser()
 
 
 def parse_run(run: SweepRun) -> Namespace:
@@ -98,13 +86,14 @@ def check_run(run: SweepRun) -> CheckedRun:
             f"trainer.max_steps={max_steps!r}: a sweep run needs a step budget (a run is "
             "finished when its last.ckpt reaches it)"
         )
-    resume = Namespace(checkpoint=config.checkpoint, trainer=config.trainer)
+    experiment = experiment_root(config)
+    assert experiment is not None  # a TensorBoardLogger always has a save_dir
     return CheckedRun(
         run=run,
         max_steps=max_steps,
         devices=config.trainer.get("devices"),
         num_nodes=int(config.trainer.get("num_nodes") or 1),
-        resume_config=resume,
+        experiment=experiment,
     )
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from motlab.analysis.output import figure_backend, save_figure, write_csv
 from motlab.analysis.speedup import DEFAULT_TAG
+from motlab.sweep.report import SweepReport, build_report, read_manifest
 from motlab.sweep.spec import SlurmSettings, Sweep, SweepError, load_sweep, write_manifest
 
 SLURM_FLAGS = {
@@ -104,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, fit_flags: list[str]) -> int:
     from motlab.sweep.check import check_runs
-    from motlab.sweep.report import build_report, write_report
     from motlab.sweep.spec import relative_to_cwd
 
     sweep = load_sweep(args.file)
@@ -178,3 +179,51 @@ def _dry_run(
         )
     print(f"all {len(checked)} runs are valid (dry run: nothing started)")
     return 0
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def write_report(
+    report: SweepReport,
+    save_dir: str | Path,
+    csv_path: str | Path | None = None,
+    plot_path: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Print the table; write the CSV and the figure (default: into the sweep's directory)."""
+    save_dir = Path(save_dir)
+    if report.reference is not None:
+        target = report.rows[0]["target"]
+        which = "given" if report.target_given else f"{report.reference}'s final"
+        log(
+            f"sweep {report.name}: target {report.tag} = {target:.4f} ({which}); speed-up = "
+            f"steps of {report.reference} to the target / steps of the run"
+        )
+    else:
+        log(f"sweep {report.name}: no baseline has logs yet, so no speed-ups")
+    log(report.table())
+    if report.missing:
+        log(f"not run yet (no {report.tag} logged): {', '.join(report.missing)}")
+    csv_path = write_csv(report.rows, csv_path or save_dir / "report.csv")
+    log(f"wrote {csv_path}")
+    if not figure_backend():
+        log('no figure: it needs matplotlib (pip install "motlab[analysis]")')
+        return 0
+    from motlab.sweep.figure import plot_sweep
+
+    plot_path = save_figure(plot_sweep(report), plot_path or save_dir / "report.png")
+    log(f"wrote {plot_path}")
+    return 0
+
+
+def report_main(
+    save_dir: str | Path,
+    tag: str = DEFAULT_TAG,
+    csv_path: str | Path | None = None,
+    plot_path: str | Path | None = None,
+    target: float | None = None,
+) -> int:
+    """``motlab compare --sweep DIR``."""
+    report = build_report(read_manifest(save_dir), save_dir, tag, target)
+    return write_report(report, save_dir, csv_path, plot_path)

@@ -1,4 +1,7 @@
-"""A sweep's report: one table, one CSV and one figure (``motlab compare --sweep DIR``).
+"""A sweep's report: what its runs reached, as one table (:class:`SweepReport`).
+
+``motlab sweep FILE --report`` and ``motlab compare --sweep DIR`` print it and write its CSV and
+its figure (:mod:`.figure`) with :func:`motlab.sweep.command.write_report`.
 
 Per run: its axis values, final validation loss, and the paper's speed-up — the baseline's
 steps to its own final loss over the run's steps to that loss
@@ -11,7 +14,6 @@ TensorBoard experiment per run; runs without logs yet are listed as missing, not
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 from motlab.analysis.runs import event_files, format_table, read_run
 from motlab.analysis.speedup import DEFAULT_TAG, compare_runs
+from motlab.rundir import experiment_dir
 from motlab.sweep.spec import MANIFEST, SweepError
 
 SPEEDUP_KEYS = (
@@ -60,13 +63,6 @@ class SweepReport:
             [{label: row.get(key) for key, label in columns.items()} for row in self.rows]
         )
 
-    def write_csv(self, path: str | Path) -> None:
-        fields = list(self.rows[0])
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-
 
 def read_manifest(save_dir: str | Path) -> dict[str, Any]:
     path = Path(save_dir) / MANIFEST
@@ -91,7 +87,7 @@ def build_report(
     save_dir = Path(save_dir)
     runs, missing = {}, []
     for spec in manifest["runs"]:
-        run_dir = save_dir / spec["name"]
+        run_dir = experiment_dir(save_dir, spec["name"])
         if not run_dir.is_dir() or not event_files(run_dir):
             missing.append(spec["name"])
             continue
@@ -132,54 +128,3 @@ def build_report(
         tag=tag,
         target_given=target is not None,
     )
-
-
-def write_report(
-    report: SweepReport,
-    save_dir: str | Path,
-    csv_path: str | Path | None = None,
-    plot_path: str | Path | None = None,
-    log: Any = print,
-) -> int:
-    """Print the table; write the CSV and the figure (default: into the sweep's directory)."""
-    save_dir = Path(save_dir)
-    if report.reference is not None:
-        target = report.rows[0]["target"]
-        which = "given" if report.target_given else f"{report.reference}'s final"
-        log(
-            f"sweep {report.name}: target {report.tag} = {target:.4f} ({which}); speed-up = "
-            f"steps of {report.reference} to the target / steps of the run"
-        )
-    else:
-        log(f"sweep {report.name}: no baseline has logs yet, so no speed-ups")
-    log(report.table())
-    if report.missing:
-        log(f"not run yet (no {report.tag} logged): {', '.join(report.missing)}")
-    csv_path = Path(csv_path) if csv_path else save_dir / "report.csv"
-    report.write_csv(csv_path)
-    log(f"wrote {csv_path}")
-    try:
-        import matplotlib
-    except ImportError:
-        log('no figure: it needs matplotlib (pip install "motlab[analysis]")')
-        return 0
-    matplotlib.use("Agg")  # a file, not a window
-    from motlab.sweep.figure import plot_sweep
-
-    plot_path = Path(plot_path) if plot_path else save_dir / "report.png"
-    fig = plot_sweep(report)
-    fig.savefig(plot_path, dpi=120)
-    log(f"wrote {plot_path}")
-    return 0
-
-
-def report_main(
-    save_dir: str | Path,
-    tag: str = DEFAULT_TAG,
-    csv_path: str | Path | None = None,
-    plot_path: str | Path | None = None,
-    target: float | None = None,
-) -> int:
-    """``motlab compare --sweep DIR``."""
-    report = build_report(read_manifest(save_dir), save_dir, tag, target)
-    return write_report(report, save_dir, csv_path, plot_path)

@@ -147,7 +147,8 @@ class SweepJob(Checkpointable):
 
 
 def make_executor(folder: Path, settings: SlurmSettings, name: str, cluster: str | None) -> Any:
-    """A submitit executor for ``settings`` (``cluster``: None = detect, "slurm" or "local")."""
+    """A submitit executor for ``settings`` on ``cluster``: "slurm" (also for None) or "local"
+    (submitit's local executor: the same jobs as processes on this machine)."""
     _require_submitit()
     cluster = cluster or "slurm"
     try:

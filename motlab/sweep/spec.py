@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 import yaml
 
+from motlab.rundir import experiment_dir
+
 Scale = Literal["log", "linear"]
 
 SWEEP_OWNED_FLAGS = ("--trainer.logger", "--ckpt_path", "--checkpoint.dirpath")
@@ -127,7 +129,8 @@ class SweepRun:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.save_dir) / self.name
+        """The run's experiment directory: its versions and checkpoints."""
+        return experiment_dir(self.save_dir, self.name)
 
     def fit_args(self, resume: bool = False) -> list[str]:
         """Arguments after ``motlab``: ``fit --config ... --key value ... [--ckpt_path last]``."""

@@ -1,9 +1,10 @@
 """Where a sweep run stands: not started, resumable from its ``last.ckpt``, or finished.
 
 A run is finished when the ``last.ckpt`` that ``--ckpt_path last`` would pick
-(:func:`motlab.cli.experiment_last_checkpoint`) holds ``trainer.max_steps`` optimiser steps —
-:class:`~motlab.callbacks.RunCheckpoint` writes it at the end of training, and when the run is
-stopped. The checkpoint, not the exit status of ``motlab fit``, is what says how far it got.
+(:func:`motlab.rundir.resume_checkpoint` of the run's experiment) holds ``trainer.max_steps``
+optimiser steps — :class:`~motlab.callbacks.RunCheckpoint` writes it at the end of training,
+and when the run is stopped. The checkpoint, not the exit status of ``motlab fit``, is what
+says how far it got.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from motlab.checkpoint import load_file
+from motlab.checkpoint import trained_steps
+from motlab.rundir import resume_checkpoint
 from motlab.sweep.check import CheckedRun
 
 
@@ -31,18 +33,10 @@ class RunState:
         return f"finished ({self.step} steps)"
 
 
-def checkpoint_step(path: Path) -> int:
-    """``global_step`` of a Lightning checkpoint, without loading its tensors."""
-    return int(load_file(path).get("global_step", 0))
-
-
 def run_state(checked: CheckedRun) -> RunState:
-    from motlab.cli import experiment_last_checkpoint
-
-    try:
-        last = experiment_last_checkpoint(checked.resume_config, f"run {checked.run.name}")
-    except FileNotFoundError:
+    last = resume_checkpoint(checked.experiment)
+    if last is None:
         return RunState("start")
-    step = checkpoint_step(last)
+    step = trained_steps(last)
     status = "finished" if step >= checked.max_steps else "resume"
     return RunState(status, step, last)

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-
-def load_tbruns() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "fixtures" / "tbruns.py"
-    spec = importlib.util.spec_from_file_location("motlab_test_tbruns", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def tbruns() -> ModuleType:
-    """The helper module that writes synthetic runs."""
-    return load_tbruns()
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""The matplotlib figures build, with titles and labelled axes (Agg backend, no display)."""
+"""The matplotlib figures draw the data they are given, with titles and labelled axes (Agg
+backend, no display)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,10 +27,30 @@ def labelled(fig) -> bool:
     )
 
 
+def image(ax) -> np.ndarray:
+    """The array an ``imshow`` drew into ``ax``."""
+    (drawn,) = ax.get_images()
+    return np.asarray(drawn.get_array())
+
+
+def panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
 def test_loss_curves(two_runs):
-    fig = plot_loss_curves([read_run(p) for p in two_runs], target=3.0)
+    runs = [read_run(p) for p in two_runs]
+    fig = plot_loss_curves(runs, target=3.0)
     assert len(fig.axes) == 2 and labelled(fig)
     assert fig.axes[1].get_xlabel() == "training tokens"
+    for ax, x_of in zip(fig.axes, ("steps", "tokens"), strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {run.name for run in runs} | {"target"}
+        for run in runs:
+            s = run["val/loss"]
+            x = s.steps if x_of == "steps" else run.tokens_at(s.steps)
+            np.testing.assert_array_equal(lines[run.name].get_xdata(), x)
+            np.testing.assert_array_equal(lines[run.name].get_ydata(), s.values)
+        assert list(lines["target"].get_ydata()) == [3.0, 3.0]
 
 
 def test_routing_figures():
@@ -47,9 +69,22 @@ def test_routing_figures():
     model = GPT(cfg).eval()
     tokens = torch.randint(64, (4, 8))
     layers = inspect_routing(model, tokens)
-    assert labelled(plot_merge_weights(layers, group=0, position=3))
-    assert labelled(plot_entropy(layers, vmin=None, vmax=None))
+    weights = plot_merge_weights(layers, group=0, position=3)
+    assert labelled(weights) and len(panels(weights)) == 2
+    for ax, r in zip(panels(weights), layers, strict=True):
+        np.testing.assert_array_equal(image(ax), r.merge_weights[0, :, 3, :].numpy())
+        assert ax.get_title() == f"block {r.block}: merge weights"
+    entropy = plot_entropy(layers, vmin=None, vmax=None)
+    assert labelled(entropy)
+    (ax,) = panels(entropy)
+    expected = torch.stack([r.entropy.mean(dim=(0, 1)) for r in layers]).numpy()
+    np.testing.assert_array_equal(image(ax), expected)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["block 0", "block 1"]
     tc_layers = inspect_routing(convert_model(model).eval(), tokens)
-    assert labelled(plot_expert_load(tc_layers, after_capacity=False))
+    for after, name in ((False, "requested_per_expert"), (True, "tokens_per_expert")):
+        load = plot_expert_load(tc_layers, after_capacity=after)
+        assert labelled(load)
+        expected = torch.stack([r.report[name].float() for r in tc_layers]).numpy()
+        np.testing.assert_array_equal(image(panels(load)[0]), expected)
     with pytest.raises(ValueError, match="MoT"):
         plot_merge_weights(tc_layers)

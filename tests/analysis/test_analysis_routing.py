@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -26,14 +28,22 @@ def test_mot_merge_weights_and_entropy():
     assert [r.block for r in layers] == [2, 3] and {r.variant for r in layers} == {"mot"}
     _, aux = model.forward_with_aux(tokens)
     for r in layers:
-        assert r.merge_weights.shape == (2, 4, 12, 8)
+        assert set(r.report) == {
+            "merge_weights", "entropy", "entropy_per_expert", "entropy_per_position"
+        }  # fmt: skip
+        assert r.merge_weights.shape == (2, 4, 12, 8) and r.merge_weights.dtype == torch.float32
         torch.testing.assert_close(r.merge_weights.sum(dim=1), torch.ones(2, 12, 8))
         assert r.entropy.shape == (2, 12, 8)
+        w = r.merge_weights.double()
+        torch.testing.assert_close(
+            r.entropy.double(), -(w * w.log()).sum(dim=1) / math.log(4), rtol=1e-5, atol=1e-6
+        )
         assert 0.0 <= r.entropy.min() and r.entropy.max() <= 1.0 + 1e-6
         # The layer's own logged statistic is the mean of what we report.
         expected = aux.stats[f"block{r.block}/merge_entropy"]
         torch.testing.assert_close(r.entropy.mean(), expected.float())
-        assert r.entropy_per_expert.shape == (8,) and r.entropy_per_position.shape == (12,)
+        torch.testing.assert_close(r.entropy_per_expert, r.entropy.mean(dim=(0, 1)))
+        torch.testing.assert_close(r.entropy_per_position, r.entropy.mean(dim=(0, 2)))
     matrix, blocks = entropy_matrix(layers)
     assert matrix.shape == (2, 8) and blocks == [2, 3]
     # Hooks are removed afterwards.
@@ -54,7 +64,12 @@ def test_token_choice_load_and_drops():
     layers = inspect_routing(model, tokens)
     N = 3 * 12
     for r in layers:
-        assert r.variant == "token_choice" and r.merge_weights is None
+        assert r.variant == "token_choice" and "merge_weights" not in r
+        assert set(r.report) == {
+            "requested_per_expert", "load_fraction", "tokens_per_expert", "dropped_fraction"
+        }  # fmt: skip
+        with pytest.raises(AttributeError, match="reported no 'merge_weights'"):
+            r.merge_weights  # noqa: B018
         assert int(r.requested_per_expert.sum()) == N
         kept = float(r.tokens_per_expert.sum())
         assert kept == pytest.approx(N * (1 - r.dropped_fraction))
@@ -62,7 +77,9 @@ def test_token_choice_load_and_drops():
         assert float(r.tokens_per_expert.max()) <= int(0.5 * N / 4)
         assert r.dropped_fraction >= 0.5
         assert (r.tokens_per_expert <= r.requested_per_expert).all()
-        torch.testing.assert_close(r.load_fraction.sum(), torch.tensor(1.0))
+        torch.testing.assert_close(
+            r.load_fraction, r.requested_per_expert.double() / N, check_dtype=False
+        )
     before, blocks = load_matrix(layers, after_capacity=False)
     assert before.shape == (2, 4) and blocks == [2, 3]
 

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "layer_traffic", REPO / "benchmarks" / "layer_traffic.py"
-)
-assert _spec and _spec.loader
-layer_traffic = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(layer_traffic)
+
+
+@pytest.fixture(scope="module")
+def layer_traffic(benchmark_script) -> ModuleType:
+    return benchmark_script("layer_traffic")
+
 
 SHAPES = {"d_model": 16, "d_ff": 64, "batch_size": 32, "seq_len": 4}
 
 
-def test_dense_writes_exactly_its_hidden_activation_and_its_gradient() -> None:
+def test_dense_writes_exactly_its_hidden_activation_and_its_gradient(layer_traffic) -> None:
     """Dense FFN outside its matmuls: ReLU forward and backward, d_ff values per token each."""
     row = layer_traffic.measure(REPO / "conf" / "dense.yaml", **SHAPES)
     assert row["other_by_op"] == {"relu": 4.0, "threshold_backward": 4.0}
     assert row["other_writes"] == 2 * SHAPES["d_ff"] / SHAPES["d_model"]
 
 
-def test_every_main_config_prints_a_json_row(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_main_config_prints_a_json_row(layer_traffic, capsys) -> None:
     args = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPES.items()]
     layer_traffic.main(args)
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -35,7 +35,7 @@ def test_every_main_config_prints_a_json_row(capsys: pytest.CaptureFixture[str])
     assert by_config["token_choice"]["other_writes"] > by_config["dense"]["other_writes"] > 0
 
 
-def test_missing_config_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_is_named(layer_traffic, capsys) -> None:
     with pytest.raises(SystemExit):
         layer_traffic.main(["--config", "conf/nope.yaml"])
     assert "conf/nope.yaml" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from motlab.analysis import read_run
 from motlab.callbacks import ProgressBar
 from motlab.callbacks.summary import si
 from motlab.cli import cli_main
@@ -46,7 +47,10 @@ def test_tokens_per_second_read_with_si_prefixes(tmp_path, monkeypatch, c4_dir, 
     cli = _fit(c4_dir, tokenizer_path, "--trainer.max_steps", "2")
     bar = next(cb for cb in cli.trainer.callbacks if isinstance(cb, ProgressBar))
     shown = bar.get_metrics(cli.trainer, cli.model)["tok/s"]
-    assert float(shown) > 0  # a number,
+    # A number: the one logged at the run's last step (step 2, TensorBoard index 1),
+    logged = read_run(tmp_path / "runs/dense")["perf/tokens_per_sec"]
+    assert list(logged.steps) == [0, 1]
+    assert float(shown) == pytest.approx(logged.final, rel=1e-6)
     train = bar.train_progress_bar
     train.set_postfix({"tok/s": shown}, refresh=False)
     assert train.postfix == f"tok/s={si(float(shown))}"  # shown as 2.5k: no 2.5e+03, no 2.5k0

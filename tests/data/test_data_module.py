@@ -224,12 +224,23 @@ def test_malformed_count_from_worker_processes(
     tmp_path: Path, tokenizer_path: Path, c4_docs: list[str]
 ) -> None:
     bad = _write_bad_file(tmp_path / "bad.jsonl", c4_docs)
-    dm = dm_for(tokenizer_path, train_files=str(bad), val_files=str(bad), num_workers=1)
-    dm.setup("fit")
-    it = iter(dm.train_dataloader())
-    for _ in range(3):
-        next(it)
-    assert dm.malformed_records >= 4  # counted in the worker, read from its loader state
+
+    def after_three_batches(num_workers: int) -> C4DataModule:
+        dm = dm_for(tokenizer_path, train_files=str(bad), val_files=str(bad),
+                    num_workers=num_workers, shuffle_buffer=0)  # fmt: skip
+        dm.setup("fit")
+        it = iter(dm.train_dataloader())
+        for _ in range(3):
+            next(it)
+        return dm
+
+    # Counted in the worker, read from its loader state: the count of the same stream read in
+    # this process, where the reader, filling its first batch of documents to tokenize, has
+    # gone through whole passes over the file (4 malformed records each) and the 3 malformed
+    # records before the second document of the next.
+    dm = after_three_batches(num_workers=1)
+    assert dm.malformed_records == after_three_batches(num_workers=0).malformed_records
+    assert dm.malformed_records % 4 == 3 and dm.malformed_records > 4
     before = dm.malformed_records
     assert len(list(dm.val_dataloader())) > 0
     assert dm.malformed_records == before + 4

@@ -18,10 +18,8 @@ from lm_eval.api.registry import get_model, model_registry
 from lm_eval.tasks import TaskManager
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from motlab import generate, load_model
+from motlab import complete, load_model
 from motlab.eval import ContinuationTooLongError, MotlabLM, c4_filler_pool, request_seed
-from motlab.eval.lm import GEN_CHUNK
-from motlab.eval.scoring import real_rows_only
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -153,34 +151,62 @@ def test_loglikelihood_rolling_scores_every_token_once(lm, model, pool, tokenize
     assert got == pytest.approx(expected, abs=1e-3)
 
 
-def test_generate_until_is_motlab_generate_among_the_requests_filler(lm, model, pool, tokenizer):
-    context = "The weather today is"
-    prompt = tokenizer.encode(context).ids
-    n_new = GEN_CHUNK + 2  # the backend generates in two chunks; here in one call
-    filler = pool.rows(request_seed("generate", prompt), 31, len(prompt) + n_new)
-    with real_rows_only(model, 32):  # the head on the real row only (tested in scoring)
-        out = generate(model, torch.tensor([prompt]), n_new, temperature=0, filler_WT=filler)
-    text = tokenizer.decode(out[0, len(prompt) :].tolist())
+def test_generate_until_is_one_cached_group_of_the_batch_among_its_filler(
+    lm, model, pool, tokenizer
+):
+    """A batch of requests decodes as one group (rows 0 … 2 the requests, longest first, the
+    rest C4 filler drawn with the batch's seed): each text is what uncached decoding of the
+    same group gives that row, cut at its own stop string, end-of-text or budget."""
+    contexts = ["Once upon a time, in a land far away,", "The weather today is", "Tomorrow it"]
+    prompts = [tokenizer.encode(c).ids for c in contexts]
+    assert len(prompts[0]) > len(prompts[1]) > len(prompts[2])  # left padding in the group
+    n_new = 30
+    T0 = max(map(len, prompts))
+    filler = pool.rows(request_seed("generate", *prompts), 29, T0 + n_new)
+    # The reference: every row decoded in full, uncached.
+
+    full = complete(
+        model, prompts, n_new, temperature=0, filler_WT=filler, use_cache=False,
+        decode=tokenizer.decode,
+    )  # fmt: skip
     eot = "<|endoftext|>"
-    expected = text[: text.index(eot)] if eot in text else text
-    stop = expected[5:8]
-    req = [
+    texts = [c.text[: c.text.index(eot)] if eot in c.text else c.text for c in full]
+    stop = texts[1][5:8]
+    requests = [
         Instance(
-            "generate_until", {}, (context, {"until": ["\n\n\n\n"], "max_gen_toks": n_new}), 0
+            "generate_until", {}, (contexts[0], {"until": ["\n\n\n\n"], "max_gen_toks": n_new}), 0
         ),
-        Instance("generate_until", {}, (context, {"until": [stop], "max_gen_toks": n_new}), 1),
+        Instance("generate_until", {}, (contexts[1], {"until": [stop], "max_gen_toks": n_new}), 1),
+        Instance("generate_until", {}, (contexts[2], {"until": [], "max_gen_toks": 7}), 2),
     ]
-    assert lm.generate_until(req, disable_tqdm=True) == [expected, expected[: expected.index(stop)]]
+    short = tokenizer.decode(full[2].tokens[:7])
+    expected = [
+        texts[0],
+        texts[1][: texts[1].index(stop)],
+        short[: short.index(eot)] if eot in short else short,
+    ]
+    assert lm.generate_until(requests, disable_tqdm=True) == expected
+    # The order the harness gives them in does not matter: the batch is sorted by length.
+    assert lm.generate_until(requests[::-1], disable_tqdm=True) == expected[::-1]
 
 
 def test_bad_model_args_fail_before_any_work(mot_checkpoint, tmp_path):
     ckpt = str(mot_checkpoint)
     with pytest.raises(ValueError, match="unknown model_args for the motlab backend: pretrained"):
         MotlabLM(checkpoint=ckpt, pretrained="gpt2")
+    with pytest.raises(ValueError) as unknown:
+        MotlabLM(checkpoint=ckpt, pretrained="gpt2")
+    named = str(unknown.value).split("; valid: ")[1].split(", ")
+    assert named == [
+        "checkpoint", "tokenizer", "data", "filler", "filler_pool", "seed", "batch_size",
+        "max_batch_size", "device", "eot_token", "capacity",
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="unknown filler 'noise'; valid: c4, random"):
         MotlabLM(checkpoint=ckpt, filler="noise")
     with pytest.raises(ValueError, match="'auto' is not supported"):
         MotlabLM(checkpoint=ckpt, batch_size="auto")
+    with pytest.raises(ValueError, match="capacity must be 'dropless', 'training' or"):
+        MotlabLM(checkpoint=ckpt, capacity="lots")
     with pytest.raises(ValueError, match="filler_pool >= 31"):
         MotlabLM(checkpoint=ckpt, filler_pool=8, device="cpu")
     with pytest.raises(FileNotFoundError, match="no model checkpoint"):

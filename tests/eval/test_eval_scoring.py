@@ -23,6 +23,7 @@ from motlab.eval import (
     score_requests,
 )
 from motlab.eval.scoring import real_rows_only
+from motlab.inference import set_capacity
 
 SEQ_LEN = 24
 V = 50257
@@ -162,6 +163,23 @@ def test_scores_do_not_depend_on_batch_size_order_or_other_requests(variant):
     assert [shuffled[perm.index(i)] for i in range(len(requests))] == alone
     with_others = score_requests(model, requests[:3] + requests_of(9, seed=3), pool, batch_size=8)
     assert with_others[:3] == alone[:3]
+
+
+def test_token_choice_scores_do_not_depend_on_the_batch_when_dropless():
+    """At its training capacity (1.25) token choice would drop tokens depending on the batch;
+    loaded for inference (dropless) a request scores the same in any batch, to float rounding
+    (few and many tokens take different dropless paths)."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        size=None, d_model=64, d_ff=256, n_layers=2, n_heads=2, vocab_size=V, seq_len=SEQ_LEN,
+        ffn={"variant": "token_choice", "n_experts": 4},
+    )  # fmt: skip
+    model = GPT(cfg).eval()
+    set_capacity(model, "dropless")
+    requests = requests_of(12, seed=4)
+    alone = [ll for ll, _ in score_requests(model, requests, None, batch_size=1)]
+    together = [ll for ll, _ in score_requests(model, requests, None, batch_size=8)]
+    assert together == pytest.approx(alone, abs=1e-4)
 
 
 def test_real_rows_only_keeps_the_logits_of_each_groups_first_row():

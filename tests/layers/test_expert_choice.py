@@ -105,3 +105,17 @@ def test_reports_its_statistics() -> None:
     _, aux = _ec()(torch.randn(8, T, D))
     assert set(aux.stats) == {"gate_mean", "gate_std", "unrouted_fraction", "max_experts_per_token"}
     assert aux.losses == {}
+
+
+def test_padding_is_never_picked_with_a_gate() -> None:
+    """Experts pick among the real rows of a group first; a pick that has to fall on padding
+    adds nothing, so what padding holds reaches no real token."""
+    ec = _ec(n_experts=4, top_k=2, output_norm=False)  # C = 4·2/4 = 2 picks per expert
+    x = torch.randn(4, T, D)
+    real_BT = torch.ones(4, T, dtype=torch.bool)
+    real_BT[:3, 0] = False  # one real row at position 0: each expert's second pick is padding
+    out, _ = ec.forward_masked(x, real_BT)
+    assert (out[:3, 0] == 0).all()
+    x2 = x.clone()
+    x2[:3, 0] = torch.randn(3, D) * 10
+    torch.testing.assert_close(ec.forward_masked(x2, real_BT)[0], out, rtol=0, atol=0)

@@ -112,3 +112,23 @@ def test_reports_its_statistics() -> None:
     assert set(aux.stats) == {"merge_entropy", "router_logits_mean", "router_logits_std",
                               "temperature"}  # fmt: skip
     assert aux.losses == {}
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_padding_is_masked_out_of_the_group(discrete: bool) -> None:
+    """Padded rows get weight 0; the weights sum to 1 over the real rows; a group of padding
+    only mixes nothing (zeros, not NaN); and a real row's output is that of the group of its
+    real rows alone."""
+    mot = _mot(discrete=discrete)
+    real_RG = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4])
+    w, _ = mot.merge_weights(torch.randn(3, 4, D), real_RG)
+    assert (w[0, 1] == 0).all() and (w[1] == 0).all()
+    torch.testing.assert_close(w[0].sum(dim=0), torch.ones(4))
+    x = torch.randn(4, T, D)
+    real_BT = torch.ones(4, T, dtype=torch.bool)
+    real_BT[1, :2] = False  # row 1 is padding at positions 0 and 1
+    out, _ = mot.forward_masked(x, real_BT)
+    assert torch.isfinite(out).all() and (out[1, :2] == 0).all()
+    x2 = x.clone()
+    x2[1, :2] = torch.randn(2, D) * 10  # what padding holds does not matter
+    torch.testing.assert_close(mot.forward_masked(x2, real_BT)[0], out, rtol=0, atol=0)

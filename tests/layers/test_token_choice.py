@@ -149,3 +149,42 @@ def test_reports_its_statistics_and_losses() -> None:
     _, aux = _tc(z_loss_weight=1e-3)(torch.randn(2, 4, D))
     assert set(aux.stats) == {"load_balancing", "z_loss", "dropped_fraction", "tokens_per_expert"}
     assert set(aux.losses) == {"load_balancing_loss", "z_loss"}
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (4, 6)])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_dropless_equals_no_capacity_limit(shape, top_k) -> None:
+    """Dropless (assignments sorted by expert, each expert on its own run) computes what an
+    unlimited capacity (C = N·K, mostly empty slots) does, on tokens all sent to one expert
+    too. (Its compiled form, which gathers each assignment's weights, is checked against it by
+    the registry's decoding-step compile test.)"""
+    tc = _tc(n_experts=4, top_k=top_k, capacity_factor=None)
+    x = torch.randn(*shape, D)
+    reference, ref_aux = tc(x)
+    tc.set_capacity("dropless")
+    out, aux = tc(x)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
+    assert aux.stats["dropped_fraction"] == 0
+    assert torch.equal(aux.stats["tokens_per_expert"], ref_aux.stats["tokens_per_expert"])
+    _force_routing(tc)
+    x[..., 0] = 1.0
+    tc.set_capacity("training")
+    reference, _ = tc(x)
+    tc.set_capacity("dropless")
+    torch.testing.assert_close(tc(x)[0], reference, rtol=0, atol=1e-6)
+
+
+def test_with_capacity_left_padding_takes_no_slot() -> None:
+    """At a training capacity, a left-padded row computes what its real tokens alone compute:
+    padding is ranked apart and C counts the real tokens."""
+    tc = _tc(capacity_factor=1.0)
+    _force_routing(tc)
+    x = torch.randn(1, 8, D)
+    x[..., 0] = 1.0  # every token wants expert 0: C = int(1.0 · 5 / 2) = 2 of the 5 real ones
+    real = torch.tensor([[False, False, False, True, True, True, True, True]])
+    out, aux = tc.forward_masked(x, real)
+    alone, alone_aux = tc(x[:, 3:])
+    torch.testing.assert_close(out[:, 3:], alone, rtol=0, atol=0)
+    assert (
+        aux.stats["dropped_fraction"] == alone_aux.stats["dropped_fraction"] == pytest.approx(0.6)
+    )

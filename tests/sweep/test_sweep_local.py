@@ -20,7 +20,7 @@ from sweep_helpers import last_ckpt, wait_for_file
 
 from motlab import load_model
 from motlab.analysis import read_run
-from motlab.sweep.state import checkpoint_step
+from motlab.checkpoint import trained_steps
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -30,7 +30,7 @@ SWEEPS = CONF / "sweeps"
 def assert_one_finished_version(run_dir: Path, steps: int) -> None:
     """One version directory (resumes log into it) whose last.ckpt holds every step."""
     assert [p.name for p in run_dir.glob("version_*")] == ["version_0"], run_dir
-    assert checkpoint_step(last_ckpt(run_dir)) == steps, run_dir
+    assert trained_steps(last_ckpt(run_dir)) == steps, run_dir
 
 
 def assert_report(save_dir: Path, names: list[str], axis: str, values: list[int]) -> None:
@@ -75,7 +75,7 @@ def experts(tmp_path_factory, tiniest, motlab_env, motlab_sweep):
             "--", *tiniest, "--data.batch_size", "128"]  # fmt: skip
     run_dir = cwd / "runs" / "sweeps" / "experts" / "E=32"
     code, first = launch_and_interrupt(cwd, args, run_dir, signal.SIGINT, motlab_env)
-    stopped_at = checkpoint_step(last_ckpt(run_dir))
+    stopped_at = trained_steps(last_ckpt(run_dir))
     out = motlab_sweep(cwd, *args).stdout
     return cwd, args, (code, first, stopped_at), out
 
@@ -160,7 +160,7 @@ def test_an_interrupted_run_resumes_exactly(
     code, first = launch_and_interrupt(tmp_path, args, save_dir / "twin=2", signum, motlab_env)
     if signum == signal.SIGINT:
         assert code == 130, first[-3000:]
-    stopped_at = checkpoint_step(last_ckpt(save_dir / "twin=2"))
+    stopped_at = trained_steps(last_ckpt(save_dir / "twin=2"))
     if signum == signal.SIGINT:
         assert 3 <= stopped_at < steps  # motlab fit saved the step Ctrl-C found
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,19 @@ matplotlib.use("Agg")
 
 from motlab.sweep.figure import plot_sweep  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
 # val/loss = 5 - slope · step / 1000 for 1000 steps: dense ends at 3.0; E=8 gets there at step
 # 800 (speed-up 1.25), E=32 at 500 (2.0); E=128 ends at 3.2 and never does.
 SLOPES = {"dense": 2.0, "E=8": 2.5, "E=32": 4.0, "E=128": 1.8}
 
 
-def _tbruns():
-    spec = importlib.util.spec_from_file_location("motlab_test_tbruns", FIXTURES / "tbruns.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def make_sweep(tbruns):
+    """``make_sweep(dir, logged, axes)``: a sweep file and its manifest in ``dir``, and a
+    logged run per entry of ``logged`` (name → slope); returns the sweep's directory."""
+    return lambda *args: _make_sweep(tbruns, *args)
 
 
-def make_sweep(tmp_path: Path, logged: dict[str, float] = SLOPES, axes: dict | None = None):
+def _make_sweep(tb, tmp_path: Path, logged: dict[str, float] = SLOPES, axes: dict | None = None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "base.yaml").write_text("trainer:\n  max_steps: 1000\n")
     spec = {
@@ -50,7 +46,6 @@ def make_sweep(tmp_path: Path, logged: dict[str, float] = SLOPES, axes: dict | N
     save_dir = tmp_path / "runs"
     runs = sweep.runs(save_dir=str(save_dir))
     write_manifest(sweep, runs, save_dir)
-    tb = _tbruns()
     for name, slope in logged.items():
         tb.write_curve(
             save_dir / name / "version_0", range(0, 1001, 100), lambda s, m=slope: 5 - m * s / 1000
@@ -58,7 +53,7 @@ def make_sweep(tmp_path: Path, logged: dict[str, float] = SLOPES, axes: dict | N
     return save_dir
 
 
-def test_rows_give_final_loss_and_speedup_per_axis_value(tmp_path):
+def test_rows_give_final_loss_and_speedup_per_axis_value(tmp_path, make_sweep):
     report = build_report(read_manifest(make_sweep(tmp_path)), tmp_path / "runs")
     assert [r["run"] for r in report.rows] == ["dense", "E=8", "E=32", "E=128"]
     assert [r["baseline"] for r in report.rows] == [True, False, False, False]
@@ -73,7 +68,7 @@ def test_rows_give_final_loss_and_speedup_per_axis_value(tmp_path):
     assert table[4].split()[:2] == ["E=32", "32"] and table[4].split()[-1] == "2"
 
 
-def test_compare_sweep_writes_csv_and_figure_into_the_sweep_dir(tmp_path, capsys):
+def test_compare_sweep_writes_csv_and_figure_into_the_sweep_dir(tmp_path, capsys, make_sweep):
     save_dir = make_sweep(tmp_path, {k: v for k, v in SLOPES.items() if k != "E=128"})
     assert compare_main(["--sweep", str(save_dir)]) == 0
     out = capsys.readouterr().out
@@ -89,7 +84,7 @@ def test_compare_sweep_writes_csv_and_figure_into_the_sweep_dir(tmp_path, capsys
     assert (save_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_given_target_loss(tmp_path, capsys):
+def test_a_given_target_loss(tmp_path, capsys, make_sweep):
     save_dir = make_sweep(tmp_path)
     assert (
         compare_main(
@@ -104,7 +99,7 @@ def test_a_given_target_loss(tmp_path, capsys):
     assert "(given)" in capsys.readouterr().out
 
 
-def test_figure_log_axis_labels_and_marked_baseline(tmp_path):
+def test_figure_log_axis_labels_and_marked_baseline(tmp_path, make_sweep):
     report = build_report(read_manifest(make_sweep(tmp_path)), tmp_path / "runs")
     fig = plot_sweep(report)
     loss_ax, speed_ax = fig.axes
@@ -127,7 +122,7 @@ def test_figure_log_axis_labels_and_marked_baseline(tmp_path):
     fig.savefig(tmp_path / "sweep.png")
 
 
-def test_two_axes_draw_one_line_per_value_of_the_other(tmp_path):
+def test_two_axes_draw_one_line_per_value_of_the_other(tmp_path, make_sweep):
     axes = {"E": {"model.net.ffn.n_experts": [8, 32]}, "model.optim.lr": [0.001, 0.002]}
     logged = {"dense": 2.0, "E=8,lr=0.001": 2.5, "E=8,lr=0.002": 3.0, "E=32,lr=0.001": 4.0,
               "E=32,lr=0.002": 2.2}  # fmt: skip
@@ -140,7 +135,7 @@ def test_two_axes_draw_one_line_per_value_of_the_other(tmp_path):
     assert {line.get_label() for line in lr_loss.get_lines()} >= {"E=8", "E=32"}
 
 
-def test_report_without_a_baseline_or_any_logs(tmp_path):
+def test_report_without_a_baseline_or_any_logs(tmp_path, make_sweep):
     save_dir = make_sweep(tmp_path, {"E=8": 2.5, "E=32": 4.0})
     report = build_report(read_manifest(save_dir), save_dir)
     assert report.reference is None and report.missing == ["dense", "E=128"]

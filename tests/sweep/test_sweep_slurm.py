@@ -16,10 +16,10 @@ import torch
 from sweep_helpers import last_ckpt, wait_for_file
 
 from motlab import load_model
+from motlab.checkpoint import trained_steps
 from motlab.sweep.check import check_runs
 from motlab.sweep.slurm import check_resources, make_executor, parse_minutes
 from motlab.sweep.spec import SlurmSettings, SweepError, load_sweep
-from motlab.sweep.state import checkpoint_step
 
 pytest.importorskip("submitit")
 
@@ -129,7 +129,7 @@ def test_a_preempted_job_requeues_and_resumes(tmp_path, tiniest, motlab_env, twi
     assert resumed and 3 <= int(resumed.group(1)) < steps, job_log[-3000:]
     for name in ("ref", "twin=2"):
         assert [p.name for p in (save_dir / name).glob("version_*")] == ["version_0"]
-        assert checkpoint_step(last_ckpt(save_dir / name)) == steps
+        assert trained_steps(last_ckpt(save_dir / name)) == steps
     ref, twin = (load_model(last_ckpt(save_dir / n)).state_dict() for n in ("ref", "twin=2"))
     for key in ref:
         torch.testing.assert_close(twin[key], ref[key], rtol=0, atol=0, msg=key)
@@ -156,7 +156,7 @@ def test_shipped_sweep_through_submitit(
     assert f"all {len(runs)} runs finished" in out
     for run in runs:
         assert f"{run}: job " in out
-        assert checkpoint_step(last_ckpt(save_dir / run)) == 4
+        assert trained_steps(last_ckpt(save_dir / run)) == 4
     with open(save_dir / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == runs and [r[axis] for r in rows[1:]] == list(
