@@ -474,6 +474,13 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def stage2_val_every(recipe: Recipe) -> int:
+    """Validation interval of the token-choice steps of a transition: ten points over stage 2,
+    so that the spike is seen a few steps after the switch and the recovery is resolved (the
+    conversion itself, at 0 steps, is measured in-process: :func:`measure_conversion`)."""
+    return max(1, recipe.stage2_steps // 10)
+
+
 def fit_command(setup: Setup, spec: RunSpec, parent_ckpt: str | None) -> list[str]:
     """``python -m motlab fit ...`` for ``spec`` (resuming its own last.ckpt when there is
     one; ``parent_ckpt``: the MoT checkpoint a transition run starts from)."""
@@ -498,6 +505,7 @@ def fit_command(setup: Setup, spec: RunSpec, parent_ckpt: str | None) -> list[st
         cmd += ["--model.optim.warmup_steps", str(recipe.stage2_warmup)]
         cmd += ["--model.transition.calibration", spec.calibration]
         cmd += ["--trainer.log_every_n_steps", "1"]
+        cmd += ["--trainer.val_check_interval", str(stage2_val_every(recipe))]
     elif spec.kind == "switch":
         # The MoT/32E run, resumed from its last checkpoint: its schedule ended at
         # recipe.steps (total_steps), so the token-choice steps run on at the final rate.
@@ -506,6 +514,7 @@ def fit_command(setup: Setup, spec: RunSpec, parent_ckpt: str | None) -> list[st
         cmd += ["--model.optim.total_steps", str(recipe.steps)]
         cmd += ["--trainer.max_steps", str(recipe.steps + recipe.stage2_steps)]
         cmd += ["--trainer.log_every_n_steps", "1"]
+        cmd += ["--trainer.val_check_interval", str(stage2_val_every(recipe))]
         if own is None:
             cmd += ["--ckpt_path", str(parent_ckpt)]
     if own is not None:

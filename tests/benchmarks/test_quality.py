@@ -101,11 +101,12 @@ def test_medium_recipe_commands_parse_with_the_fit_parser(tmp_path, c4_dir, toke
         if name.startswith("switch"):
             assert fit.model.transition.switch_at == 600
             assert fit.trainer.max_steps == 660 and fit.model.optim.total_steps == 600
+            assert fit.trainer.val_check_interval == 6  # ten points over the 60 steps
             assert fit.ckpt_path.endswith(f"mot_s{name[-1]}/version_0/checkpoints/last.ckpt")
         elif name.startswith("two_stage"):
             assert net["ffn"]["variant"] == "token_choice"
             assert fit.model.init_from.endswith("checkpoints/last.ckpt")
-            assert fit.trainer.max_steps == 60
+            assert fit.trainer.max_steps == 60 and fit.trainer.val_check_interval == 6
         else:
             assert fit.trainer.max_steps == 600 and fit.trainer.val_check_interval == 50
             assert fit.model.optim.warmup_steps == 50 and fit.model.optim.min_lr_ratio == 0.1
