@@ -758,139 +758,228 @@ def steps_to(row: dict[str, Any], target: float) -> float | None:
     return at_crossing([c[0] + 1 for c in curve], [c[1] for c in curve], target)
 
 
-def report(setup: Setup, rows: dict[str, dict[str, Any]], conversion: list[dict]) -> str:
-    """The markdown tables of benchmarks/RESULTS.md "Quality", from the results alone."""
-    lines: list[str] = []
+def speedup_at_common_loss(dense: dict[str, Any], other: dict[str, Any]) -> float:
+    """Dense's steps over ``other``'s steps to the higher of their two final losses, the
+    lowest loss both reach: above 1 ``other`` learns faster, below 1 slower. Where ``other``
+    ends ahead this is the usual speed-up at dense's final loss; where it ends behind, dense
+    reaches ``other``'s final loss early and the ratio says by how much (NaN if a curve never
+    crosses, which a final value cannot do)."""
+    target = max(dense["final_val_loss"], other["final_val_loss"])
+    base, mine = steps_to(dense, target), steps_to(other, target)
+    return base / mine if base and mine else float("nan")
+
+
+def _spread(xs: Sequence[float]) -> str:
+    """Mean ± half the range over seeds (the range of two seeds is their difference)."""
+    if len(xs) < 2:
+        return f"{xs[0]:.4f}" if xs else "–"
+    return f"{_mean(xs):.4f} ± {(max(xs) - min(xs)) / 2:.4f}"
+
+
+REPORT_SECTIONS = ("main", "conversion", "transition", "ablation")
+"""The parts of the report, each a block of benchmarks/RESULTS.md (``--results-md``)."""
+
+
+def report_sections(
+    setup: Setup, rows: dict[str, dict[str, Any]], conversion: list[dict]
+) -> dict[str, str]:
+    """The markdown tables of benchmarks/RESULTS.md "Quality" and "Initialisation ablation",
+    from the results alone, by :data:`REPORT_SECTIONS` (empty ones left out)."""
     seeds = sorted({r["seed"] for r in rows.values()})
-    main = [r for r in rows.values() if r["group"] == "main" and r["kind"] == "fit"]
-    if main:
-        lines += [
-            "| variant | "
-            + " | ".join(f"final val loss s{s}" for s in seeds)
-            + " | steps to dense's final (× dense) | speed-up, mean [per seed] |",
-            "|---|" + "---:|" * len(seeds) + "---:|---:|",
-        ]
-        for variant in VARIANTS:
-            for precision in sorted({r["precision"] for r in main if r["variant"] == variant}):
-                these = {
-                    r["seed"]: r
-                    for r in main
-                    if r["variant"] == variant and r["precision"] == precision
-                }
-                if not these:
-                    continue
-                finals = [f"{these[s]['final_val_loss']:.4f}" if s in these else "–" for s in seeds]
-                ratios, speedups = [], []
-                for s in seeds:
-                    dense = rows.get(f"dense_s{s}")
-                    if dense is None or s not in these:
-                        continue
-                    target = dense["final_val_loss"]
-                    base, mine = steps_to(dense, target), steps_to(these[s], target)
-                    if base and mine:
-                        ratios.append(mine / base)
-                        speedups.append(base / mine)
-                    else:
-                        ratios.append(float("nan"))
-                fmt_ratio = ", ".join("never" if math.isnan(x) else f"{x:.2f}" for x in ratios)
-                fmt_speed = (
-                    f"{_mean(speedups):.2f} [{', '.join(f'{x:.2f}' for x in speedups)}]"
-                    if speedups and len(speedups) == len(ratios)
-                    else "–"
-                )
-                name = (
-                    variant if precision == setup.recipe.precision else f"{variant} ({precision})"
-                )
-                lines.append(
-                    f"| {name} | " + " | ".join(finals) + f" | {fmt_ratio} | {fmt_speed} |"
-                )
-        lines.append("")
-    transition = [r for r in rows.values() if r["kind"] in ("two_stage", "switch")]
-    if conversion:
-        lines += [
-            "Right after conversion (0 steps), on the validation batches, per seed:",
-            "",
-            "| seed | calibration | MoT val loss | converted val loss | spike | dropped fraction "
-            "| experts used (argmax) per block | busiest / mean per block |",
-            "|---:|---|---:|---:|---:|---:|---|---|",
-        ]
-        for c in sorted(conversion, key=lambda c: (c["seed"], c["calibration"])):
-            used = ", ".join(f"{v:.1f}" for v in c["experts_used"].values())
-            busiest = ", ".join(f"{v:.1f}" for v in c["busiest_over_mean"].values())
-            lines.append(
-                f"| {c['seed']} | {c['calibration']} | {c['val_mot']:.4f} | "
-                f"{c['val_converted']:.4f} | {c['conversion_spike']:+.4f} | "
-                f"{c['dropped_fraction']:.3f} | {used} (of {c['n_experts']}) | {busiest} |"
-            )
-        lines.append("")
-    if transition:
-        lines += [
-            "| run | seed | calibration | MoT val loss | first val after (step) | spike | steps to "
-            "recover | dropped fraction, first step | final val loss |",
-            "|---|---:|---|---:|---:|---:|---:|---|---:|",
-        ]
-        for r in sorted(transition, key=lambda r: (r["kind"], r["calibration"], r["seed"])):
-            dropped = ", ".join(f"{v:.2f}" for v in r["dropped_fraction_first_step"].values())
-            recover = "–" if r["steps_to_recover"] is None else f"{r['steps_to_recover']:.0f}"
-            lines.append(
-                f"| {r['kind']} | {r['seed']} | {r['calibration']} | {r['val_before']:.4f} | "
-                f"{r['val_first_after']:.4f} ({r['first_after_step']}) | {r['spike']:+.4f} | "
-                f"{recover} | {dropped} | {r['final_val_loss']:.4f} |"
-            )
-        lines.append("")
-    ablation = [r for r in rows.values() if r["group"] == "ablation"]
-    if ablation:
-        lines += [
-            "| setting | "
-            + " | ".join(f"dense s{s} | MoT/32E s{s} | MoT − dense s{s}" for s in seeds)
-            + " | MoT/32E/16 (mean) |",
-            "|---|" + "---:|---:|---:|" * len(seeds) + "---:|",
-        ]
-        settings = [
-            "paper",
-            *SETTINGS,
-            *sorted({r["setting"] for r in ablation if r["setting"].startswith("best")}),
-        ]
-        for setting in settings:
-            cells = []
-            for s in seeds:
-                suffix = "" if setting == "paper" else "_" + setting.split("=")[0]
-                dense = rows.get(f"dense{suffix}_s{s}") or rows.get(f"dense_s{s}")
-                mot = rows.get(f"mot{suffix}_s{s}")
-                if mot is None or dense is None:
-                    cells += ["–", "–", "–"]
-                    continue
-                cells += [
-                    f"{dense['final_val_loss']:.4f}",
-                    f"{mot['final_val_loss']:.4f}",
-                    f"{mot['final_val_loss'] - dense['final_val_loss']:+.4f}",
-                ]
-            if all(c == "–" for c in cells):
-                continue
-            suffix = "" if setting == "paper" else "_" + setting.split("=")[0]
-            m16 = [
-                rows[f"mot_32e_16{suffix}_s{s}"]["final_val_loss"]
-                for s in seeds
-                if f"mot_32e_16{suffix}_s{s}" in rows
-            ]
-            label = (
-                "paper (0.1 everywhere)"
-                if setting == "paper"
-                else SETTINGS.get(setting, (setting,))[0]
-            )
-            lines.append(
-                f"| {label} | " + " | ".join(cells) + f" | {f'{_mean(m16):.4f}' if m16 else '–'} |"
-            )
-        lines.append("")
+    sections = {
+        "main": _main_table(setup, rows, seeds),
+        "conversion": _conversion_table(conversion),
+        "transition": _transition_table(setup, rows),
+        "ablation": _ablation_table(rows, seeds),
+    }
     timed = [r for r in rows.values() if r.get("wall_s") == r.get("wall_s")]  # not NaN
-    if timed:
+    if timed and sections["main"]:
         total_wall = sum(r["wall_s"] for r in timed)
         total_cpu = sum(r["cpu_s"] for r in timed)
+        sections["main"] += (
+            f"\n{len(timed)} runs in `{setup.stem}.jsonl`: {total_wall / 60:.0f} min wall, "
+            f"{total_cpu / 60:.0f} CPU-min ({setup.threads} threads, on a shared machine).\n"
+        )
+    return {k: v for k, v in sections.items() if v}
+
+
+def report(setup: Setup, rows: dict[str, dict[str, Any]], conversion: list[dict]) -> str:
+    """Every section of :func:`report_sections`, one after the other."""
+    return "\n".join(report_sections(setup, rows, conversion).values())
+
+
+def _main_table(setup: Setup, rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
+    main = [r for r in rows.values() if r["group"] == "main" and r["kind"] == "fit"]
+    if not main:
+        return ""
+    lines = [
+        "| variant | "
+        + " | ".join(f"final val loss s{s}" for s in seeds)
+        + " | mean ± half-range | − dense, per seed | steps to dense's final (× dense's) "
+        "| speed-up at the loss both reach, mean [per seed] |",
+        "|---|" + "---:|" * len(seeds) + "---:|---:|---:|---:|",
+    ]
+    for variant in VARIANTS:
+        for precision in sorted({r["precision"] for r in main if r["variant"] == variant}):
+            these = {
+                r["seed"]: r
+                for r in main
+                if r["variant"] == variant and r["precision"] == precision
+            }
+            finals = [f"{these[s]['final_val_loss']:.4f}" if s in these else "–" for s in seeds]
+            ratios, speedups, gaps = [], [], []
+            for s in seeds:
+                dense = rows.get(f"dense_s{s}")
+                if dense is None or s not in these:
+                    continue
+                target = dense["final_val_loss"]
+                gaps.append(these[s]["final_val_loss"] - target)
+                base, mine = steps_to(dense, target), steps_to(these[s], target)
+                ratios.append(mine / base if base and mine else float("nan"))
+                speedups.append(speedup_at_common_loss(dense, these[s]))
+            fmt_ratio = ", ".join("never" if math.isnan(x) else f"{x:.2f}" for x in ratios)
+            fmt_speed = (
+                f"{_mean(speedups):.2f} [{', '.join(f'{x:.2f}' for x in speedups)}]"
+                if speedups and not any(math.isnan(x) for x in speedups)
+                else "–"
+            )
+            label = VARIANT_LABELS[variant]
+            name = label if precision == setup.recipe.precision else f"{label} ({precision})"
+            spread = _spread([these[s]["final_val_loss"] for s in seeds if s in these])
+            fmt_gaps = ", ".join(f"{g:+.4f}" for g in gaps) if variant != "dense" else "–"
+            lines.append(
+                f"| {name} | " + " | ".join(finals) + f" | {spread} | {fmt_gaps} | "
+                f"{fmt_ratio or '–'} | {fmt_speed} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _conversion_table(conversion: list[dict]) -> str:
+    if not conversion:
+        return ""
+    lines = [
+        "| seed | calibration | MoT val loss | converted val loss | spike | dropped fraction "
+        "| experts used (argmax) per block | busiest / mean per block |",
+        "|---:|---|---:|---:|---:|---:|---|---|",
+    ]
+    for c in sorted(conversion, key=lambda c: (c["seed"], c["calibration"])):
+        used = ", ".join(f"{v:.1f}" for v in c["experts_used"].values())
+        busiest = ", ".join(f"{v:.1f}" for v in c["busiest_over_mean"].values())
         lines.append(
-            f"{len(timed)} runs: {total_wall / 60:.0f} min wall, {total_cpu / 60:.0f} CPU-min "
-            f"({setup.threads} threads)."
+            f"| {c['seed']} | {c['calibration']} | {c['val_mot']:.4f} | "
+            f"{c['val_converted']:.4f} | {c['conversion_spike']:+.4f} | "
+            f"{c['dropped_fraction']:.3f} | {used} (of {c['n_experts']}) | {busiest} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _transition_table(setup: Setup, rows: dict[str, dict[str, Any]]) -> str:
+    transition = [r for r in rows.values() if r["kind"] in ("two_stage", "switch")]
+    if not transition:
+        return ""
+    lines = [
+        "| run | seed | calibration | MoT val loss | first val after (step) | spike | steps to "
+        "recover | dropped fraction, first step | load max / mean, first step "
+        "| final val loss |",
+        "|---|---:|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for r in sorted(transition, key=lambda r: (r["kind"], r["calibration"], r["seed"])):
+        dropped = ", ".join(f"{v:.2f}" for v in r["dropped_fraction_first_step"].values())
+        load = ", ".join(f"{v:.1f}" for v in r["load_max_over_mean_first_step"].values())
+        recover = (
+            "not within the run"
+            if r["steps_to_recover"] is None
+            else (f"{r['steps_to_recover']:.0f}")
+        )
+        lines.append(
+            f"| {r['kind']} | {r['seed']} | {r['calibration']} | {r['val_before']:.4f} | "
+            f"{r['val_first_after']:.4f} ({r['first_after_step']}) | {r['spike']:+.4f} | "
+            f"{recover} | {dropped} | {load} | {r['final_val_loss']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ablation_settings(rows: dict[str, dict[str, Any]]) -> list[str]:
+    ablation = [r for r in rows.values() if r["group"] == "ablation"]
+    best = sorted({r["setting"] for r in ablation if r["setting"].startswith("best")})
+    return ["paper", *SETTINGS, *best]
+
+
+def _setting_row(
+    rows: dict[str, dict[str, Any]], variant: str, setting: str, seed: int
+) -> dict[str, Any] | None:
+    """The run of ``variant`` at an ablation ``setting`` (dense: the paper's run where the
+    setting leaves a dense model as it is)."""
+    suffix = "" if setting == "paper" else "_" + setting.split("=")[0]
+    row = rows.get(f"{variant}{suffix}_s{seed}")
+    if row is None and variant == "dense" and setting in SETTINGS and not SETTINGS[setting][2]:
+        row = rows.get(f"dense_s{seed}")
+    return row
+
+
+def _ablation_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
+    if not any(r["group"] == "ablation" for r in rows.values()):
+        return ""
+    lines = [
+        "| setting | "
+        + " | ".join(f"dense s{s} | MoT/32E s{s} | MoT − dense s{s}" for s in seeds)
+        + " | MoT − dense, mean | MoT/32E/16 − dense, per seed |",
+        "|---|" + "---:|---:|---:|" * len(seeds) + "---:|---:|",
+    ]
+    for setting in _ablation_settings(rows):
+        cells, gaps, gaps16 = [], [], []
+        for s in seeds:
+            dense = _setting_row(rows, "dense", setting, s)
+            mot = _setting_row(rows, "mot", setting, s)
+            m16 = _setting_row(rows, "mot_32e_16", setting, s)
+            if dense is not None and m16 is not None:
+                gaps16.append(f"{m16['final_val_loss'] - dense['final_val_loss']:+.4f} (s{s})")
+            if mot is None or dense is None:
+                cells += ["–", "–", "–"]
+                continue
+            gap = mot["final_val_loss"] - dense["final_val_loss"]
+            gaps.append(gap)
+            cells += [
+                f"{dense['final_val_loss']:.4f}",
+                f"{mot['final_val_loss']:.4f}",
+                f"{gap:+.4f}",
+            ]
+        if not gaps:
+            continue
+        label = (
+            "paper (0.1 everywhere)" if setting == "paper" else SETTINGS.get(setting, (setting,))[0]
+        )
+        if setting.startswith("best="):
+            parts = setting.split("=", 1)[1].split("+")
+            label = "best: " + " + ".join(SETTINGS[p][0] for p in parts)
+        mean = f"{_mean(gaps):+.4f}" + ("" if len(gaps) == len(seeds) else f" ({len(gaps)} seed)")
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {mean} | {', '.join(gaps16) or '–'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def update_markdown(path: Path, stem: str, sections: dict[str, str]) -> list[str]:
+    """Replace the blocks of ``path`` marked ``<!-- quality.py STEM SECTION -->`` ...
+    ``<!-- /quality.py -->`` by the report's sections; the names of those replaced. A section
+    without a block is not written (the document says where each one goes)."""
+    text = path.read_text()
+    done = []
+    for name, body in sections.items():
+        start = f"<!-- quality.py {stem} {name} -->\n"
+        at = text.find(start)
+        if at < 0:
+            continue
+        end = text.find(MARK_END, at)
+        if end < 0:
+            raise SystemExit(f"error: {path}: {start.strip()} has no {MARK_END.strip()} after it")
+        text = text[: at + len(start)] + body + text[end:]
+        done.append(name)
+    path.write_text(text)
+    return done
+
+
+MARK_END = "<!-- /quality.py -->"
 
 
 def figures(setup: Setup, rows: dict[str, dict[str, Any]]) -> list[Path]:
@@ -950,49 +1039,61 @@ def figures(setup: Setup, rows: dict[str, dict[str, Any]]) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    ablation = [r for r in rows.values() if r["group"] == "ablation"]
-    if ablation:
-        settings = [
-            "paper",
-            *SETTINGS,
-            *sorted({r["setting"] for r in ablation if r["setting"].startswith("best")}),
-        ]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        labelled: set[str] = set()
-        for i, setting in enumerate(settings):
-            suffix = "" if setting == "paper" else "_" + setting.split("=")[0]
-            for s_i, seed in enumerate(seeds):
-                for v_i, (variant, colour) in enumerate(
-                    (("dense", "C0"), ("mot", "C1"), ("mot_32e_16", "C2"))
-                ):
-                    row = rows.get(f"{variant}{suffix}_s{seed}")
-                    if row is None and variant == "dense":
-                        row = rows.get(f"dense_s{seed}")  # the setting leaves dense as it is
-                    if row is None:
-                        continue
-                    label = f"{VARIANT_LABELS[variant]}, seed {seed}"
-                    ax.scatter(
-                        i + 0.12 * (v_i - 1),
-                        row["final_val_loss"],
-                        color=colour,
-                        marker="o" if s_i == 0 else "^",
-                        label=None if label in labelled else label,
-                    )
-                    labelled.add(label)
-        labels = ["paper"] + [SETTINGS[s][0] if s in SETTINGS else s for s in settings[1:]]
-        ax.set_xticks(range(len(settings)), labels, rotation=15, fontsize=8)
-        ax.set(
-            ylabel=f"final validation loss (step {setup.recipe.steps})",
-            title="Initialisation ablation",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=3)
-        fig.tight_layout()
+    if any(r["group"] == "ablation" for r in rows.values()):
         path = results / f"{setup.stem}_ablation.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        ablation_figure(rows, seeds, setup.recipe.steps, path)
         written.append(path)
     return written
+
+
+def ablation_figure(
+    rows: dict[str, dict[str, Any]], seeds: list[int], steps: int, path: Path
+) -> None:
+    """Left: final validation loss of each variant at each setting; right: MoT's final loss
+    minus dense's at the same setting (the question of the ablation), per seed."""
+    import matplotlib.pyplot as plt
+
+    settings = _ablation_settings(rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    labelled: set[str] = set()
+    variants = (("dense", "C0"), ("mot", "C1"), ("mot_32e_16", "C2"))
+    for i, setting in enumerate(settings):
+        for s_i, seed in enumerate(seeds):
+            marker = "o" if s_i == 0 else "^"
+            dense = _setting_row(rows, "dense", setting, seed)
+            for v_i, (variant, colour) in enumerate(variants):
+                row = _setting_row(rows, variant, setting, seed)
+                if row is None:
+                    continue
+                x = i + 0.12 * (v_i - 1)
+                label = f"{VARIANT_LABELS[variant]}, seed {seed}"
+                left.scatter(
+                    x, row["final_val_loss"], color=colour, marker=marker,
+                    label=None if label in labelled else label,
+                )  # fmt: skip
+                labelled.add(label)
+                if variant != "dense" and dense is not None:
+                    gap = row["final_val_loss"] - dense["final_val_loss"]
+                    right.scatter(x, gap, color=colour, marker=marker)
+    labels = []
+    for setting in settings:
+        if setting.startswith("best="):
+            labels.append("best: " + "+".join(setting.split("=", 1)[1].split("+")))
+        else:
+            labels.append("paper" if setting == "paper" else SETTINGS[setting][0])
+    for ax in (left, right):
+        ax.set_xticks(range(len(settings)), labels, rotation=20, fontsize=8, ha="right")
+        ax.grid(alpha=0.3)
+    right.axhline(0, color="grey", linestyle=":")
+    left.set(ylabel=f"final validation loss (step {steps})", title="Final loss per setting")
+    right.set(
+        ylabel="final val loss − dense's at the same setting",
+        title="MoT − dense (below 0: MoT ahead)",
+    )
+    left.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -1035,6 +1136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--list", action="store_true", help="list the runs and whether they are done")
     p.add_argument("--report-only", action="store_true", help="only rewrite report and figures")
+    p.add_argument(
+        "--results-md",
+        type=Path,
+        default=None,
+        help="also write the report's tables into this file's marked blocks "
+        "(<!-- quality.py STEM SECTION --> ... <!-- /quality.py -->), e.g. benchmarks/RESULTS.md",
+    )
     p.add_argument("extra", nargs="*", help="after --: flags added to every motlab fit")
     return p
 
@@ -1151,9 +1259,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conversion.append(c)
             conversion_file.write_text("".join(json.dumps(c) + "\n" for c in conversion))
     conversion = read_conversion(conversion_file)
-    (setup.results / f"{setup.stem}_report.md").write_text(report(setup, rows, conversion))
+    text = report(setup, rows, conversion)
+    (setup.results / f"{setup.stem}_report.md").write_text(text)
     figures(setup, rows)
-    print(report(setup, rows, conversion))
+    if args.results_md is not None:
+        written = update_markdown(
+            args.results_md, setup.stem, report_sections(setup, rows, conversion)
+        )
+        print(f"{args.results_md}: wrote {', '.join(written) or 'no'} block(s) of {setup.stem}")
+    print(text)
     return 0
 
 

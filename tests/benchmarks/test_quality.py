@@ -144,6 +144,12 @@ def test_the_script_end_to_end_at_a_few_steps(tmp_path, c4_dir, tokenizer_path) 
     model: results lines, compare CSV and figure, the conversion measurement; a second call
     skips every finished run."""
     results = tmp_path / "results"
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(
+        "<!-- quality.py quality_cpu main -->\nuntouched?\n<!-- /quality.py -->\n"
+        "<!-- quality.py quality_cpu transition -->\n<!-- /quality.py -->\n"
+        "<!-- quality.py quality_cpu_f64 main -->\nuntouched\n<!-- /quality.py -->\n"
+    )
     args = [
         sys.executable,
         str(SCRIPT),
@@ -161,6 +167,8 @@ def test_the_script_end_to_end_at_a_few_steps(tmp_path, c4_dir, tokenizer_path) 
         str(c4_dir),
         "--tokenizer",
         str(tokenizer_path),
+        "--results-md",
+        str(doc),
         *TINY,
     ]
     first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -190,8 +198,69 @@ def test_the_script_end_to_end_at_a_few_steps(tmp_path, c4_dir, tokenizer_path) 
     assert (results / "quality_cpu_s1.csv").is_file() and (results / "quality_cpu_s1.png").is_file()
     assert (results / "quality_cpu_transition.png").is_file()
     report = (results / "quality_cpu_report.md").read_text()
-    assert "| mot |" in report and "| switch | 1 | standardise |" in report
+    assert "| MoT/32E |" in report and "| switch | 1 | standardise |" in report
+    doc = tmp_path / "RESULTS.md"
+    assert doc.read_text().count("| MoT/32E | ") == 1  # the main block, written by the script
+    written = doc.read_text()
+    assert "| switch | 1 | standardise |" in written
+    assert "untouched?" not in written and "\nuntouched\n" in written  # another stem's block
 
     again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert again.returncode == 0
     assert " -m motlab fit" not in again.stdout and "fit --config" not in again.stdout
+
+
+def _row(run: str, curve: list[tuple[int, float]], **kw) -> dict:
+    return {
+        "run": run, "seed": int(run[-1]), "final_val_loss": curve[-1][1],
+        "curve": [list(c) for c in curve], "group": "main", "kind": "fit", **kw,
+    }  # fmt: skip
+
+
+def test_speedup_at_the_loss_both_reach() -> None:
+    dense = _row("dense_s1", [(9, 6.0), (19, 5.0), (29, 4.0)])
+    ahead = _row("mot_s1", [(9, 5.0), (19, 4.0), (29, 3.5)])  # at 4.0 in 20 steps, dense 30
+    behind = _row("mot_s1", [(9, 6.0), (19, 5.5), (29, 5.0)])  # at 5.0 in 30 steps, dense 20
+    assert quality.speedup_at_common_loss(dense, ahead) == pytest.approx(30 / 20)
+    assert quality.speedup_at_common_loss(dense, behind) == pytest.approx(20 / 30)
+    assert quality.speedup_at_common_loss(dense, dense) == pytest.approx(1.0)
+
+
+def test_ablation_table_compares_each_setting_with_dense_at_that_setting(tmp_path) -> None:
+    rows = {
+        r["run"]: r
+        for r in (
+            _row("dense_s1", [(9, 5.0)]),
+            _row("mot_s1", [(9, 5.2)]),
+            _row("mot_experts_s1", [(9, 4.9)], group="ablation", setting="experts"),
+            _row("mot_rest_s1", [(9, 5.5)], group="ablation", setting="rest"),
+            _row("dense_rest_s1", [(9, 5.6)], group="ablation", setting="rest"),
+        )
+    }
+    table = quality._ablation_table(rows, [1])
+    lines = {line.split(" | ")[0]: line for line in table.splitlines()}
+    assert "| 5.0000 | 5.2000 | +0.2000 |" in lines["| paper (0.1 everywhere)"]
+    # experts leave dense as it is: the paper's dense run; rest changes it: its own.
+    assert "| 5.0000 | 4.9000 | -0.1000 |" in lines["| experts 1.0"]
+    assert "| 5.6000 | 5.5000 | -0.1000 |" in lines["| dense, attention, head 1.0"]
+    assert not any(line.startswith("| router") for line in lines)  # not run: no row
+    quality.ablation_figure(rows, [1], 10, tmp_path / "ablation.png")
+    assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+def test_update_markdown_replaces_only_the_marked_blocks(tmp_path) -> None:
+    doc = tmp_path / "RESULTS.md"
+    end = quality.MARK_END
+    doc.write_text(
+        f"# R\n<!-- quality.py quality_cpu main -->\nold\n{end}\nprose\n"
+        f"<!-- quality.py quality_cpu_f64 main -->\nkeep\n{end}\n"
+    )
+    done = quality.update_markdown(doc, "quality_cpu", {"main": "| new |\n", "ablation": "x\n"})
+    assert done == ["main"]  # no ablation block: not written
+    assert doc.read_text() == (
+        f"# R\n<!-- quality.py quality_cpu main -->\n| new |\n{end}\nprose\n"
+        f"<!-- quality.py quality_cpu_f64 main -->\nkeep\n{end}\n"
+    )
+    doc.write_text("<!-- quality.py quality_cpu main -->\nno end\n")
+    with pytest.raises(SystemExit, match="has no"):
+        quality.update_markdown(doc, "quality_cpu", {"main": "x\n"})
