@@ -134,6 +134,13 @@ def test_ablation_runs_and_the_best_combination() -> None:
     assert quality.best_factors(rows, [1]) is None  # not every one-factor run is done
     rows |= {"mot_experts_s1": row(5.1), "mot_rest_s1": row(4.7), "dense_rest_s1": row(4.5)}
     assert quality.best_factors(rows, [1]) == ["router"]  # rest: gap 0.2 > the paper's 0.1
+    rows |= {"mot_rest_s1": row(5.05), "dense_rest_s1": row(5.0)}
+    assert quality.best_factors(rows, [1]) == ["router"]  # rest: gap shrinks, dense worse
+    rows |= {"mot_rest_s1": row(4.6), "dense_rest_s1": row(4.55)}
+    assert quality.best_factors(rows, [1]) == ["router", "rest"]  # both better, gap smaller
+    rows |= {"mot_s2": row(5.0), "dense_s2": row(4.9), "mot_router_s2": row(5.1)}
+    rows |= {"mot_experts_s2": row(4.8), "mot_rest_s2": row(4.6), "dense_rest_s2": row(4.55)}
+    assert quality.best_factors(rows, [1, 2]) == ["rest"]  # router and experts: one seed only
     best = {r.name: r for r in quality.ablation_runs([1], ["router", "experts"])}
     assert best["mot_32e_16_best_s1"].flags.count("--model.net.init.experts") == 1
     assert best["dense_best_s1"].setting == "best=router+experts"
