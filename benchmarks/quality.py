@@ -276,7 +276,8 @@ def main_runs(recipe: Recipe, seeds: Sequence[int]) -> list[RunSpec]:
 
 def ablation_runs(seeds: Sequence[int], best: list[str] | None) -> list[RunSpec]:
     """One factor at a time (dense only where the factor changes it), then ``best``: the
-    combination of ``best`` factors, for dense, MoT/32E and MoT/32E/16."""
+    combination of ``best`` factors, for MoT/32E and MoT/32E/16, and for dense where one of
+    them changes it (else dense at the paper's init is the same model, bit for bit)."""
     runs = []
     for seed in seeds:
         for setting, (_, flags, touches_dense) in SETTINGS.items():
@@ -296,7 +297,8 @@ def ablation_runs(seeds: Sequence[int], best: list[str] | None) -> list[RunSpec]
                 )
         if best:
             flags = [f for name in best for f in SETTINGS[name][1]]
-            for variant in ("dense", "mot", "mot_32e_16"):
+            touches_dense = any(SETTINGS[name][2] for name in best)
+            for variant in ("dense", "mot", "mot_32e_16")[0 if touches_dense else 1 :]:
                 conf, vflags = VARIANTS[variant]
                 runs.append(
                     RunSpec(
@@ -916,7 +918,9 @@ def _setting_row(
     setting leaves a dense model as it is)."""
     suffix = "" if setting == "paper" else "_" + setting.split("=")[0]
     row = rows.get(f"{variant}{suffix}_s{seed}")
-    if row is None and variant == "dense" and setting in SETTINGS and not SETTINGS[setting][2]:
+    factors = setting.split("=", 1)[1].split("+") if setting.startswith("best=") else [setting]
+    leaves_dense = all(f in SETTINGS and not SETTINGS[f][2] for f in factors)
+    if row is None and variant == "dense" and leaves_dense:
         row = rows.get(f"dense_s{seed}")
     return row
 
@@ -1137,6 +1141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run")
     p.add_argument("--tag", default="", help="suffix of the results files (e.g. _f64)")
+    p.add_argument(
+        "--best",
+        default=None,
+        metavar="FACTOR,...",
+        help="the ablation's best combination, e.g. router,experts (default: chosen from the "
+        "one-factor runs of every seed, once they are all done)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--list", action="store_true", help="list the runs and whether they are done")
     p.add_argument("--report-only", action="store_true", help="only rewrite report and figures")
@@ -1193,6 +1204,14 @@ def select(
 ) -> list[RunSpec]:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     best = best_factors(rows, seeds)
+    if args.best is not None:
+        best = [f for f in args.best.split(",") if f]
+        unknown = sorted(set(best) - set(INIT_FACTORS))
+        if unknown or not best:
+            raise SystemExit(
+                f"error: --best {args.best!r}: expected factors of {', '.join(INIT_FACTORS)} "
+                "separated by commas"
+            )
     everything = main_runs(setup.recipe, seeds)
     if setup.recipe.scale == "cpu":
         everything += ablation_runs(seeds, best or None)
@@ -1234,6 +1253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         for spec, _ in todo:
             if spec.name in rows and rows[spec.name]["recipe"] == setup.recipe.key():
+                if rows[spec.name]["setting"] != spec.setting:
+                    raise SystemExit(
+                        f"error: {spec.name} was run at {rows[spec.name]['setting']}, now "
+                        f"{spec.setting}: remove {setup.run_dir(spec.name)} and its line in "
+                        f"{results_file} to run it again"
+                    )
                 continue
             if spec.parent and spec.parent not in rows:
                 raise SystemExit(f"error: {spec.name} needs {spec.parent} first (add it to --runs)")
@@ -1282,4 +1307,11 @@ def read_conversion(path: Path) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        status = main()
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        print(stop.code, file=sys.stderr)  # the "error: ..." of bad input: exit status 2
+        status = 2
+    raise SystemExit(status)

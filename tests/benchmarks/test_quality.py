@@ -143,7 +143,25 @@ def test_ablation_runs_and_the_best_combination() -> None:
     assert quality.best_factors(rows, [1, 2]) == ["rest"]  # router and experts: one seed only
     best = {r.name: r for r in quality.ablation_runs([1], ["router", "experts"])}
     assert best["mot_32e_16_best_s1"].flags.count("--model.net.init.experts") == 1
-    assert best["dense_best_s1"].setting == "best=router+experts"
+    assert best["mot_best_s1"].setting == "best=router+experts"
+    assert "dense_best_s1" not in best  # router and experts leave dense as it is
+    best = {r.name: r for r in quality.ablation_runs([1], ["router", "rest"])}
+    assert best["dense_best_s1"].flags.count("--model.net.init.head") == 1
+
+
+def test_best_can_be_named(tmp_path, c4_dir, tokenizer_path) -> None:
+    common = ["--scale", "cpu", "--out", str(tmp_path), "--data-path", str(c4_dir)]
+    common += ["--tokenizer", str(tokenizer_path), "--results", str(tmp_path)]
+    commands = _planned(*common, "--runs", "mot_best_s1", "--best", "router,experts")
+    assert len(commands) == 1
+    command = commands[0]
+    assert command[command.index("--model.net.init.router") + 1] == "1.0"
+    assert command[command.index("--model.net.init.experts") + 1] == "1.0"
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), *common, "--best", "router,bias", "--dry-run"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "error: --best 'router,bias'" in bad.stderr
 
 
 def test_the_script_end_to_end_at_a_few_steps(tmp_path, c4_dir, tokenizer_path) -> None:
