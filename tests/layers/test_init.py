@@ -105,7 +105,7 @@ def test_each_init_key_reaches_the_parameters_it_names(part: str) -> None:
     """Scale 1.0 for one part: its tensors have the realised std sqrt(1 / fan_in) and are the
     default draw times sqrt(1 / 0.1); every other tensor is bit for bit the default's."""
     ffn = {"variant": "dense"} if part == "dense" else {"variant": "mot", "group_size": 2}
-    # d_model 256: 256 × 512 weights, enough samples for a 3 % check of the std.
+    # d_model 256: the smallest tensor named (the router, 256 × 32) has 8,192 samples.
     default = small_model(ffn, d_model=256).state_dict()
     scaled = small_model(ffn, d_model=256, **{part: 1.0}).state_dict()
     named = [k for k in default if k.endswith(PARTS[part])]
@@ -116,7 +116,10 @@ def test_each_init_key_reaches_the_parameters_it_names(part: str) -> None:
             continue
         torch.testing.assert_close(value, default[key] * math.sqrt(10.0))
         nominal = math.sqrt(1.0 / _fan_in(key, value))
-        assert value.std().item() == pytest.approx(nominal, rel=0.03), key
+        # Five standard errors of a normal sample's std, sigma / sqrt(2n) (the ±2σ-truncated
+        # normal's is smaller): within sampling error, 4 % for the router, 0.7 % for w1.
+        rel = 5 / math.sqrt(2 * value.numel())
+        assert value.std().item() == pytest.approx(nominal, rel=rel), (key, rel)
         cut = 2 * nominal / TRUNCATED_STD
         assert value.abs().max().item() <= cut * (1 + 1e-6), key
 
