@@ -85,6 +85,7 @@ def test_two_stage_transition_calibrates_the_routers_on_its_first_batch(
     stage1 = ("--trainer.max_steps", "20", "--trainer.val_check_interval", "20")
     cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *stage1))
     ckpt = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+    mot_bytes = ckpt.read_bytes()
     stage2 = (
         *("--model.init_from", str(ckpt), "--model.transition.calibration", "centre"),
         *("--trainer.val_check_interval", "2", "--checkpoint.every_n_train_steps", "1"),
@@ -113,6 +114,50 @@ def test_two_stage_transition_calibrates_the_routers_on_its_first_batch(
 
     cli_main([*args, "--trainer.max_steps", "6", "--ckpt_path", "last"])
     assert len([m for m in lightning_messages if "calibrated (centre)" in m]) == 1
+    assert ckpt.read_bytes() == mot_bytes  # the MoT checkpoint is only read
+
+
+def test_in_run_calibration_changes_only_the_routers_and_only_at_the_switch(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path
+) -> None:
+    """The in-run switch with and without calibration: the MoT trains identically up to the
+    switch, and at the switch the calibration changes the routers and nothing else."""
+    states: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+    for calibration in ("none", "standardise"):
+        (tmp_path / calibration).mkdir()
+        monkeypatch.chdir(tmp_path / calibration)
+        args = _args(
+            "fit",
+            "mot.yaml",
+            c4_dir,
+            tokenizer_path,
+            *SWITCH,
+            *("--model.transition.calibration", calibration, "--trainer.max_steps", "5"),
+        )
+        cli = cli_main(args[1:], run=False)
+        seen = states[calibration] = {}
+
+        class Record(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                if trainer.global_step == 4:  # callbacks run before the module: still MoT
+                    assert not isinstance(pl_module.net.blocks[1].ffn, TokenChoice)
+                    seen["mot"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+            def on_before_backward(self, trainer, pl_module, loss) -> None:
+                if trainer.global_step == 4:  # switched (and calibrated), before its update
+                    seen["tc"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+        cli.trainer.callbacks.append(Record())
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    plain, calibrated = states["none"], states["standardise"]
+    assert plain["mot"].keys() == calibrated["mot"].keys()
+    for key, value in plain["mot"].items():
+        assert torch.equal(value, calibrated["mot"][key]), key
+    router = "blocks.1.ffn.experts.router"
+    for key, value in plain["tc"].items():
+        assert torch.equal(value, calibrated["tc"][key]) == (key != router), key
+    assert torch.equal(plain["tc"][router], plain["mot"][router])  # the plain switch keeps it
 
 
 def test_init_from_mot_with_other_experts_fails_clearly(
