@@ -135,19 +135,22 @@ def test_in_run_calibration_changes_only_the_routers_and_only_at_the_switch(
             *("--model.transition.calibration", calibration, "--trainer.max_steps", "5"),
         )
         cli = cli_main(args[1:], run=False)
-        seen = states[calibration] = {}
+        states[calibration] = {}
 
         class Record(Callback):
+            def __init__(self, seen: dict[str, dict[str, torch.Tensor]]) -> None:
+                self.seen = seen
+
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
                 if trainer.global_step == 4:  # callbacks run before the module: still MoT
                     assert not isinstance(pl_module.net.blocks[1].ffn, TokenChoice)
-                    seen["mot"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+                    self.seen["mot"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
 
             def on_before_backward(self, trainer, pl_module, loss) -> None:
                 if trainer.global_step == 4:  # switched (and calibrated), before its update
-                    seen["tc"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+                    self.seen["tc"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
 
-        cli.trainer.callbacks.append(Record())
+        cli.trainer.callbacks.append(Record(states[calibration]))
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
     plain, calibrated = states["none"], states["standardise"]
