@@ -273,10 +273,11 @@ def net_config_mismatch(
     """Empty if two GPT config dicts describe the same model, else a message naming both.
 
     Both are normalised through :class:`GPTConfig` first, so a preset name and its explicit
-    sizes compare equal. Keys in ``ignore`` (e.g. late-bound ``vocab_size``) are not compared.
+    sizes compare equal. Keys in ``ignore`` (e.g. late-bound ``vocab_size``) are not compared,
+    nor is ``init``: the weights come from the checkpoint, not from the initialisation.
     """
     a, b = _normalised(saved), _normalised(current)
-    skip = set(ignore)
+    skip = {*ignore, "init"}
     variant_a, variant_b = a["ffn"]["variant"], b["ffn"]["variant"]
     if variant_a != variant_b:
         return (

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from motlab.layers import DenseConfig, FFNConfig, ffn_config
+from motlab.layers.init import InitConfig
 
 PRESETS: dict[str, dict[str, int]] = {
     "mini": dict(d_model=256, d_ff=1024, n_layers=4, n_heads=4),
@@ -55,6 +56,10 @@ class GPTConfig:
     """Blocks that use ``ffn``: second_half (the paper), every_other, all, none, or indices."""
     final_norm: bool = False
     """LayerNorm before the output head (the paper's code had none)."""
+    init: InitConfig = field(default_factory=InitConfig)
+    """Initialisation scale per part (router, experts, dense, attention, head); the defaults
+    are the paper's. Only a new model's first weights depend on it: resuming and
+    ``model.init_from`` load weights, and do not compare it."""
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -84,6 +89,8 @@ class GPTConfig:
                 f"{self.pad_vocab_to_multiple_of}"
             )
         self.ffn = ffn_config(self.ffn)
+        if not isinstance(self.init, InitConfig):  # a saved config's plain dict
+            self.init = InitConfig(**dict(self.init))
         if self.routed_blocks():
             self.ffn.validate(self.d_ff)  # e.g. FLOP matching needs E | G·d_ff
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from motlab import metrics
+from motlab.calibration import calibrate_routers
 from motlab.checkpoint import (
     check_weights_fit,
     config_to_dict,
@@ -64,7 +65,8 @@ class LitLM(pl.LightningModule):
             (transition tuning, stage 2).
         compile: ``torch.compile`` the model's forward pass together with the loss.
         transition: The in-run MoT → token-choice switch (``switch_at`` and the token-choice
-            routing); off unless ``switch_at`` is set.
+            routing), off unless ``switch_at`` is set; and the router calibration at a
+            conversion, in-run or by ``init_from``.
         discrete_eval: Also validate in the routed layers' ``discrete`` evaluation mode, where
             they declare one (MoT: argmax routing, the τ → 0 diagnostic), logged as
             ``val/{variant}_discrete/loss`` (``val/mot_discrete/loss``).
@@ -106,6 +108,7 @@ class LitLM(pl.LightningModule):
         # swapped modules fail), so it is never rebuilt by hand.
         self.loss_fn = torch.compile(self._cross_entropy) if compile else self._cross_entropy
         self._initialised_from: str | None = None
+        self._calibration_due = False  # model.init_from converted a MoT: calibrate on batch 1
         self.val_loss = TokenMean()
         self.val_discrete_loss = TokenMean()
         self.test_loss = TokenMean()
@@ -170,8 +173,10 @@ class LitLM(pl.LightningModule):
         state = init_state(self.net.cfg, saved)
         check_weights_fit(saved, state, self.net)
         self.net.load_state_dict(state, strict=True)
-        converted = " (MoT weights converted to token choice)" if state is not saved.state else ""
-        rank_zero_info(f"model.init_from: weights of {saved.describe()}{converted}")
+        converted = state is not saved.state
+        self._calibration_due = converted and self.transition.calibration != "none"
+        note = " (MoT weights converted to token choice)" if converted else ""
+        rank_zero_info(f"model.init_from: weights of {saved.describe()}{note}")
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.optim_config.total_steps
@@ -255,7 +260,8 @@ class LitLM(pl.LightningModule):
         self._log_routing(aux)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """The in-run switch, when due: MoT layers become token choice on the same Parameters."""
+        """The in-run switch, when due: MoT layers become token choice on the same Parameters;
+        then (or on the first batch after ``init_from`` converted a MoT) router calibration."""
         if switch_due(self.net, self.transition, self.global_step):
             switch_in_place(self.net, self.transition.routing())
             rank_zero_info(
@@ -263,6 +269,26 @@ class LitLM(pl.LightningModule):
                 f"{self.global_step + 1} on (model.transition.switch_at="
                 f"{self.transition.switch_at}); optimiser state kept"
             )
+            self._calibration_due = self.transition.calibration != "none"
+        if self._calibration_due:
+            self._calibration_due = False
+            self._calibrate_routers(batch)
+
+    def _calibrate_routers(self, batch: Tensor) -> None:
+        """``model.transition.calibration`` on this training batch, the same on every rank."""
+        strategy = self.trainer.strategy
+        reports = calibrate_routers(
+            self.net,
+            batch[:, :-1],
+            self.transition.calibration,
+            reduce_sum=lambda t: strategy.reduce(t, reduce_op="sum"),
+        )
+        worst = max(r.fold_error for r in reports)
+        rank_zero_info(
+            f"step {self.global_step}: token-choice routers of blocks "
+            f"{[r.block for r in reports]} calibrated ({self.transition.calibration}) on this "
+            f"batch; max |z·w - 1| = {worst:.1e}"
+        )
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         batch = self._whole_groups(batch, "validation")
@@ -318,7 +344,13 @@ class LitLM(pl.LightningModule):
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
         if not grads:
             return
-        sq = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])
+        # At least float32 (bf16 gradients), and float64 ones as they are (64-true runs).
+        sq = torch.stack(
+            [
+                torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32))
+                for g in grads
+            ]
+        )
         sq = sq.pow(2).sum()
         if _is_sharded(self.trainer.strategy):  # each rank holds a disjoint shard of the grads
             sq = self.trainer.strategy.reduce(sq, reduce_op="sum")
@@ -366,6 +398,9 @@ class LitLM(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Before Lightning loads the weights: redo the in-run switch if the checkpoint was saved
         after it, then refuse a checkpoint of another model."""
+        # A resumed run's routers are the checkpoint's (calibrated already where they were); a
+        # model.init_from conversion in setup, before this, must not calibrate them again.
+        self._calibration_due = False
         saved = net_config_of(checkpoint)
         if saved is not None:
             prepare_for_resume(self.net, self.transition, saved)

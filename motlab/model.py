@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from motlab.config import GPTConfig
 from motlab.kv_cache import KVCache, LayerKV, Step, padded_step
-from motlab.layers import Aux, build_ffn
+from motlab.layers import Aux, DenseFFN, Experts, build_ffn
 from motlab.layers.attention import CausalSelfAttention
-from motlab.layers.init import trunc_normal_fan_in_
+from motlab.layers.init import InitConfig, rescale_, trunc_normal_fan_in_
 
 
 class Block(nn.Module):
@@ -79,6 +79,25 @@ class GPT(nn.Module):
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         trunc_normal_fan_in_(self.head.weight, fan_in=cfg.d_model)
+        self._scale_init(cfg.init)
+
+    @torch.no_grad()
+    def _scale_init(self, init: InitConfig) -> None:
+        """Give each part its ``model.net.init`` scale. Layers draw with the paper's scale;
+        rescaling afterwards (rather than passing scales into every layer) keeps the layer
+        constructors' contract and the random numbers drawn the same for every setting."""
+        for module in self.modules():
+            if isinstance(module, Experts):
+                rescale_(module.router, init.router)
+                rescale_(module.w1, init.experts)
+                rescale_(module.w2, init.experts)
+            elif isinstance(module, DenseFFN):
+                rescale_(module.w1, init.dense)
+                rescale_(module.w2, init.dense)
+            elif isinstance(module, CausalSelfAttention):
+                rescale_(module.qkv.weight, init.attention)
+                rescale_(module.proj.weight, init.attention)
+        rescale_(self.head.weight, init.head)
 
     def forward_with_aux(
         self, tokens_BT: Tensor, cache: KVCache | None = None, real_BT: Tensor | None = None

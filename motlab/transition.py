@@ -16,6 +16,9 @@ Two ways to run it:
   then :func:`switch_in_place` swaps the routing modules around the very same ``Parameter``
   objects, so the optimiser keeps its state; :func:`prepare_for_resume` redoes the switch before
   a checkpoint saved after it is loaded.
+
+Either way, ``model.transition.calibration`` can recentre the token-choice routers on the first
+training batch after the conversion (:mod:`motlab.calibration`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import docstring_parser
 import torch
 from torch import Tensor, nn
 
+from motlab.calibration import CALIBRATIONS, Calibration
 from motlab.checkpoint import SavedNet, config_to_dict, net_config_mismatch, variant_of
 from motlab.config import GPTConfig
 from motlab.layers import MoT, MoTConfig, TokenChoice, TokenChoiceConfig, ffn_config
@@ -45,6 +49,15 @@ ROUTING_KEYS = ("top_k", "capacity_factor", "load_balancing_weight", "z_loss_wei
 SWITCH_AT_HELP = "Optimiser step at which MoT layers become token choice; ``None`` = never."
 
 
+CALIBRATION_HELP = (
+    "Router calibration on the first training batch after the conversion, for the in-run "
+    "switch and for a MoT checkpoint given to a token-choice model with ``model.init_from``: "
+    "``centre`` moves each expert's logits to mean 0 on that batch, ``standardise`` also to one "
+    "common spread, so that argmax routing does not pile onto the few experts whose logits MoT "
+    "left largest (MoT itself cannot see per-expert offsets); ``none`` converts as is."
+)
+
+
 @dataclasses.dataclass
 class _InRunSwitch:
     """What :class:`TransitionConfig` does beside holding its fields (a dataclass without any,
@@ -54,6 +67,12 @@ class _InRunSwitch:
         switch_at = getattr(self, "switch_at", None)
         if switch_at is not None and switch_at < 0:
             raise ValueError(f"model.transition.switch_at must be >= 0, got {switch_at}")
+        calibration = getattr(self, "calibration", "none")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"model.transition.calibration must be one of {', '.join(CALIBRATIONS)}, got "
+                f"{calibration!r}"
+            )
 
     def routing(self) -> dict[str, Any]:
         """The token-choice routing keys, for :func:`convert_config`."""
@@ -63,7 +82,8 @@ class _InRunSwitch:
 def _transition_config() -> type[_InRunSwitch]:
     """:class:`TransitionConfig`: ``switch_at``, then :data:`ROUTING_KEYS` as
     :class:`~motlab.layers.TokenChoiceConfig` declares them, with its types, defaults (the
-    paper's) and help.
+    paper's) and help, then ``calibration`` (:mod:`motlab.calibration`; not a token-choice key:
+    it acts once, at the conversion).
 
     Built from the token-choice config rather than written out, so a routing key, its default
     and its docstring are defined once, in ``motlab/layers/token_choice.py``. The help goes into
@@ -75,8 +95,10 @@ def _transition_config() -> type[_InRunSwitch]:
     helps = {p.arg_name: " ".join((p.description or "").split()) for p in docs}
     fields: list[Any] = [("switch_at", int | None, dataclasses.field(default=None))]
     fields += [(k, hints[k], dataclasses.field(default=defaults[k])) for k in ROUTING_KEYS]
+    fields += [("calibration", Calibration, dataclasses.field(default="none"))]
     args = [f"    switch_at: {SWITCH_AT_HELP}"]
     args += [f"    {k}: After the switch: {helps[k]}" for k in ROUTING_KEYS]
+    args += [f"    calibration: {CALIBRATION_HELP}"]
     doc = (
         "The in-run switch, ``model.transition``: MoT until ``switch_at``, then token choice "
         "over the same tensors with the same optimiser state and schedule (METHOD.md §5). The "

@@ -171,6 +171,17 @@ def test_grad_norm_is_logged_before_clipping(tmp_path):
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
 
 
+def test_float64_trains_and_logs_its_gradient_norm(tmp_path):
+    """``trainer.precision 64-true`` (the float64 check of the quality benchmark): every
+    parameter in float64, the gradient norm taken in float64."""
+    torch.manual_seed(0)
+    lit = tiny_lit("mot")
+    trainer = _trainer(tmp_path, precision="64-true")
+    trainer.fit(lit, torch.utils.data.DataLoader(_Tokens(), batch_size=None))
+    assert all(p.dtype == torch.float64 for p in lit.net.parameters())
+    assert math.isfinite(float(trainer.callback_metrics["train/grad_norm"]))
+
+
 def test_schedule_length_defaults_to_max_steps(tmp_path):
     lit = tiny_lit("dense", optim=OptimConfig(warmup_steps=1))
     trainer = _trainer(tmp_path, max_steps=4)

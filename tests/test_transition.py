@@ -156,8 +156,10 @@ def test_generate_pads_mot_batches_with_filler_and_returns_real_rows() -> None:
 
 
 def test_the_switch_takes_its_routing_keys_from_token_choice() -> None:
-    """model.transition's routing keys are token choice's: same types, defaults and help."""
-    assert [f.name for f in dataclasses.fields(TransitionConfig)] == ["switch_at", *ROUTING_KEYS]
+    """model.transition's routing keys are token choice's: same types, defaults and help;
+    the conversion's own key, calibration, follows them."""
+    fields = [f.name for f in dataclasses.fields(TransitionConfig)]
+    assert fields == ["switch_at", *ROUTING_KEYS, "calibration"]
     ours, theirs = typing.get_type_hints(TransitionConfig), typing.get_type_hints(TokenChoiceConfig)
     defaults = {f.name: f.default for f in dataclasses.fields(TokenChoiceConfig)}
 
@@ -170,6 +172,8 @@ def test_the_switch_takes_its_routing_keys_from_token_choice() -> None:
         assert ours[key] == theirs[key] and getattr(TransitionConfig(), key) == defaults[key]
         assert token_choice[key] in switch[key]
     assert "switch_at" in switch and TransitionConfig().switch_at is None
+    assert "calibration" in switch and TransitionConfig().calibration == "none"
+    assert typing.get_args(ours["calibration"]) == ("none", "centre", "standardise")
     assert TransitionConfig(switch_at=5, top_k=2).routing() == {
         "top_k": 2, "capacity_factor": 1.25, "load_balancing_weight": 0.01, "z_loss_weight": 0.0
     }  # fmt: skip

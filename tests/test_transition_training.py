@@ -11,8 +11,10 @@ from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from motlab import load_model
+from motlab.calibration import calibrate_routers
 from motlab.cli import cli_main
 from motlab.layers import TokenChoice
+from motlab.transition import convert_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
@@ -71,6 +73,94 @@ def test_two_stage_transition(tmp_path, monkeypatch, c4_dir, tokenizer_path) -> 
     tc = load_model(cli.trainer.checkpoint_callback.last_model_path)
     assert tc(torch.randint(0, 100, (1, 16))).shape == (1, 16, tc.cfg.vocab_size)  # B = 1
     assert set(mot_state) - set(tc.state_dict()) == {"blocks.1.ffn.log_temperature"}
+
+
+def test_two_stage_transition_calibrates_the_routers_on_its_first_batch(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path, lightning_messages
+) -> None:
+    """Stage 2 with model.transition.calibration: the routers (only they) leave the MoT's
+    values at the first batch, calibrated as calibrate_routers does on that batch; resuming
+    stage 2 does not calibrate again."""
+    monkeypatch.chdir(tmp_path)
+    stage1 = ("--trainer.max_steps", "20", "--trainer.val_check_interval", "20")
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *stage1))
+    ckpt = tmp_path / "runs/mot/version_0/checkpoints/last.ckpt"
+    mot_bytes = ckpt.read_bytes()
+    stage2 = (
+        *("--model.init_from", str(ckpt), "--model.transition.calibration", "centre"),
+        *("--trainer.val_check_interval", "2", "--checkpoint.every_n_train_steps", "1"),
+    )
+    args = _args("fit", "transition.yaml", c4_dir, tokenizer_path, *stage2)
+    cli = cli_main([*args[1:], "--trainer.max_steps", "4"], run=False)  # fit below
+    first: list[torch.Tensor] = []
+    routers: list[torch.Tensor] = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if not first:
+                first.append(batch.clone())
+
+        def on_before_backward(self, trainer, pl_module, loss) -> None:
+            if not routers:
+                routers.append(pl_module.net.blocks[1].ffn.experts.router.detach().clone())
+
+    cli.trainer.callbacks.append(Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    expected = convert_model(load_model(ckpt))
+    calibrate_routers(expected, first[0][:, :-1], "centre")
+    torch.testing.assert_close(routers[0], expected.blocks[1].ffn.experts.router)
+    assert len([m for m in lightning_messages if "calibrated (centre)" in m]) == 1
+
+    cli_main([*args, "--trainer.max_steps", "6", "--ckpt_path", "last"])
+    assert len([m for m in lightning_messages if "calibrated (centre)" in m]) == 1
+    assert ckpt.read_bytes() == mot_bytes  # the MoT checkpoint is only read
+
+
+def test_in_run_calibration_changes_only_the_routers_and_only_at_the_switch(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path
+) -> None:
+    """The in-run switch with and without calibration: the MoT trains identically up to the
+    switch, and at the switch the calibration changes the routers and nothing else."""
+    states: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+    for calibration in ("none", "standardise"):
+        (tmp_path / calibration).mkdir()
+        monkeypatch.chdir(tmp_path / calibration)
+        args = _args(
+            "fit",
+            "mot.yaml",
+            c4_dir,
+            tokenizer_path,
+            *SWITCH,
+            *("--model.transition.calibration", calibration, "--trainer.max_steps", "5"),
+        )
+        cli = cli_main(args[1:], run=False)
+        states[calibration] = {}
+
+        class Record(Callback):
+            def __init__(self, seen: dict[str, dict[str, torch.Tensor]]) -> None:
+                self.seen = seen
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                if trainer.global_step == 4:  # callbacks run before the module: still MoT
+                    assert not isinstance(pl_module.net.blocks[1].ffn, TokenChoice)
+                    self.seen["mot"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+            def on_before_backward(self, trainer, pl_module, loss) -> None:
+                if trainer.global_step == 4:  # switched (and calibrated), before its update
+                    self.seen["tc"] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+        cli.trainer.callbacks.append(Record(states[calibration]))
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    plain, calibrated = states["none"], states["standardise"]
+    assert plain["mot"].keys() == calibrated["mot"].keys()
+    for key, value in plain["mot"].items():
+        assert torch.equal(value, calibrated["mot"][key]), key
+    router = "blocks.1.ffn.experts.router"
+    for key, value in plain["tc"].items():
+        assert torch.equal(value, calibrated["tc"][key]) == (key != router), key
+    assert torch.equal(plain["tc"][router], plain["mot"][router])  # the plain switch keeps it
 
 
 def test_init_from_mot_with_other_experts_fails_clearly(
@@ -157,27 +247,35 @@ def test_in_run_switch_keeps_the_optimizer_and_logs_per_mode(
     )
 
 
-def test_resume_after_the_switch_is_exact(tmp_path, monkeypatch, c4_dir, tokenizer_path) -> None:
+@pytest.mark.parametrize("calibration", ["none", "standardise"])
+def test_resume_after_the_switch_is_exact(
+    tmp_path, monkeypatch, c4_dir, tokenizer_path, calibration, lightning_messages
+) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     for d in (straight, resumed):
         d.mkdir()
+    switch = (*SWITCH, "--model.transition.calibration", calibration)
     monkeypatch.chdir(straight)
-    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *SWITCH, "--trainer.max_steps", "8"))
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *switch, "--trainer.max_steps", "8"))
     monkeypatch.chdir(resumed)
-    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *SWITCH, "--trainer.max_steps", "6"))
+    cli_main(_args("fit", "mot.yaml", c4_dir, tokenizer_path, *switch, "--trainer.max_steps", "6"))
     cli_main(
         _args(
             "fit",
             "mot.yaml",
             c4_dir,
             tokenizer_path,
-            *SWITCH,
+            *switch,
             "--trainer.max_steps",
             "8",
             "--ckpt_path",
             "last",
         )
     )
+    # Calibrated once per run at the switch, not again after resuming past it.
+    calibrated = [m for m in lightning_messages if "calibrated (standardise)" in m]
+    assert len(calibrated) == (2 if calibration == "standardise" else 0)
+    assert all(m.startswith("step 4: token-choice routers of blocks [1]") for m in calibrated)
     a = load_model(straight / "runs/mot/version_0/checkpoints/last.ckpt").state_dict()
     b = load_model(resumed / "runs/mot/version_0/checkpoints/last.ckpt").state_dict()
     assert a.keys() == b.keys()

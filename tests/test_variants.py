@@ -8,6 +8,7 @@ import docstring_parser
 
 from motlab.cli import main as motlab_main
 from motlab.layers import FFN_REGISTRY, config_fields
+from motlab.layers.init import InitConfig
 from motlab.variants import main
 
 
@@ -22,6 +23,18 @@ def test_lists_every_variant_and_key_with_its_help(capsys) -> None:
         for field in config_fields(config_cls):
             assert f"  {field.name}: " in out
             assert helps[field.name].splitlines()[0] in out  # every key is documented
+
+
+def test_lists_the_init_scales_with_their_defaults_and_help(capsys) -> None:
+    """model.net.init follows the variants, even when one variant is asked for."""
+    assert main(["mot"]) == 0
+    out = capsys.readouterr().out
+    assert "\nmodel.net.init (every variant): " in out
+    doc = docstring_parser.parse_from_object(InitConfig)
+    helps = {p.arg_name: p.description for p in doc.params}
+    for field in dataclasses.fields(InitConfig):
+        assert f"  {field.name}: float = 0.1\n" in out  # the paper's default
+        assert helps[field.name].splitlines()[0] in out
 
 
 def test_one_variant_through_the_motlab_command(capsys) -> None:
