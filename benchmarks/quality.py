@@ -594,7 +594,7 @@ def result_row(
     run = read_run(setup.run_dir(spec.name))
     recipe = setup.recipe
     s = run[VAL_TAG]
-    steps = int(s.steps[-1]) + 1  # logged at index n - 1 after n optimiser steps
+    steps = int(s.steps[-1])  # steps trained (motlab.analysis reads index n - 1 as step n)
     trained = steps if spec.kind != "switch" else steps - recipe.steps
     row: dict[str, Any] = {
         "run": spec.name,
@@ -629,8 +629,8 @@ def transition_measures(
 
     s = run[VAL_TAG]
     offset = recipe.steps if spec.kind == "switch" else 0
-    after = s.steps >= offset  # the switch run's own points (its MoT part is the parent's)
-    steps_after = s.steps[after] + 1 - offset  # optimiser steps since the conversion
+    after = s.steps > offset  # the switch run's own points (its MoT part is the parent's)
+    steps_after = s.steps[after] - offset  # optimiser steps since the conversion
     values = s.values[after]
     before = parent["final_val_loss"]
     recover = at_crossing(steps_after, values, before)
@@ -647,7 +647,7 @@ def transition_measures(
     dropped, load = {}, {}
     for tag, series in run.scalars.items():
         if tag.startswith("routing/") and series.steps.size:
-            first = series.steps >= offset
+            first = series.steps > offset
             if not first.any():
                 continue
             value = float(series.values[first][0])
@@ -1152,6 +1152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the runs and whether they are done")
     p.add_argument("--report-only", action="store_true", help="only rewrite report and figures")
     p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="read the results line of every finished run again from its logs (after a change in "
+        "how they are read), keeping its times; runs nothing",
+    )
+    p.add_argument(
         "--results-md",
         type=Path,
         default=None,
@@ -1250,7 +1256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(shlex.join(cmd))
         return 0
-    if not args.report_only:
+    if args.rebuild:
+        for spec, _ in todo:  # in plan order: a transition's parent is rebuilt before it
+            if spec.name in rows and rows[spec.name]["recipe"] == setup.recipe.key():
+                times = {k: rows[spec.name][k] for k in ("wall_s", "cpu_s")}
+                rows[spec.name] = result_row(setup, spec, times, rows)
+        write_results(results_file, rows)
+    elif not args.report_only:
         for spec, _ in todo:
             if spec.name in rows and rows[spec.name]["recipe"] == setup.recipe.key():
                 if rows[spec.name]["setting"] != spec.setting:

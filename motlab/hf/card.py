@@ -61,14 +61,14 @@ def run_facts(checkpoint: Path, steps: int | None, data: dict[str, Any]) -> RunF
         except (FileNotFoundError, ImportError):
             run = None
         if run is not None and steps > 0:
-            # Optimiser step n (from 1) is logged at TensorBoard index n - 1 (motlab.clock).
-            at = run.tokens_at(float(steps - 1))
+            # motlab.analysis reads steps trained (TensorBoard's index + 1, motlab.clock).
+            at = run.tokens_at(float(steps))
             tokens = float(at) if at is not None else None
             if VAL_LOSS in run.scalars:
                 series = run[VAL_LOSS]
-                done = series.steps <= steps - 1
+                done = series.steps <= steps
                 if done.any():
-                    val_step = int(series.steps[done][-1]) + 1
+                    val_step = int(series.steps[done][-1])
                     val_loss = float(series.values[done][-1])
     return RunFacts(checkpoint.name, steps, tokens, val_loss, val_step, dict(data))
 

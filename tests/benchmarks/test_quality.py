@@ -206,7 +206,7 @@ def test_the_script_end_to_end_at_a_few_steps(tmp_path, c4_dir, tokenizer_path) 
     for name in ("dense_s1", "mot_s1"):
         r = rows[name]
         assert r["steps"] == 3 and r["tokens"] == 3 * 32 * 16 and r["precision"] == "32-true"
-        assert [c[0] for c in r["curve"]] == [0, 1, 2]
+        assert [c[0] for c in r["curve"]] == [1, 2, 3]  # steps trained, as motlab counts
         assert r["final_val_loss"] == r["curve"][-1][1]
     switch = rows["switch_cal_s1"]
     assert switch["steps"] == 5 and switch["calibration"] == "standardise"
@@ -233,6 +233,19 @@ def test_the_script_end_to_end_at_a_few_steps(tmp_path, c4_dir, tokenizer_path) 
     again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert again.returncode == 0
     assert " -m motlab fit" not in again.stdout and "fit --config" not in again.stdout
+
+    # --rebuild reads every finished run's line again from its logs, running nothing.
+    lines = (results / "quality_cpu.jsonl").read_text()
+    stale = {**rows["mot_s1"], "steps": 99, "curve": [[98, 1.0]], "final_val_loss": 1.0}
+    (results / "quality_cpu.jsonl").write_text(
+        "".join(json.dumps(stale if r == "mot_s1" else rows[r]) + "\n" for r in rows)
+    )
+    rebuilt = subprocess.run(
+        [*args, "--rebuild"], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "fit --config" not in rebuilt.stdout
+    assert (results / "quality_cpu.jsonl").read_text() == lines
 
 
 def _row(run: str, curve: list[tuple[int, float]], **kw) -> dict:
