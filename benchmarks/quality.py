@@ -922,6 +922,8 @@ def _setting_row(
     leaves_dense = all(f in SETTINGS and not SETTINGS[f][2] for f in factors)
     if row is None and variant == "dense" and leaves_dense:
         row = rows.get(f"dense_s{seed}")
+    if row is None and setting.startswith("best=") and len(factors) == 1:
+        row = _setting_row(rows, variant, factors[0], seed)  # one factor: its own runs
     return row
 
 

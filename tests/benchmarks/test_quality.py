@@ -282,6 +282,11 @@ def test_ablation_table_compares_each_setting_with_dense_at_that_setting(tmp_pat
     assert "| 5.0000 | 4.9000 | -0.1000 |" in lines["| experts 1.0"]
     assert "| 5.6000 | 5.5000 | -0.1000 |" in lines["| dense, attention, head 1.0"]
     assert not any(line.startswith("| router") for line in lines)  # not run: no row
+    # A best combination of one factor is that factor's runs, MoT/32E/16 its own.
+    best = _row("mot_32e_16_best_s1", [(9, 4.8)], group="ablation", setting="best=experts")
+    table = quality._ablation_table({**rows, best["run"]: best}, [1])
+    lines = {line.split(" | ")[0]: line for line in table.splitlines()}
+    assert "| 5.0000 | 4.9000 | -0.1000 | -0.1000 | -0.2000 (s1) |" in lines["| best: experts 1.0"]
     quality.ablation_figure(rows, [1], 10, tmp_path / "ablation.png")
     assert (tmp_path / "ablation.png").stat().st_size > 0
 
